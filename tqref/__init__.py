@@ -1,0 +1,27 @@
+"""tqref — the reference implementation of TurboQuant vector quantization.
+
+Public API (everything else may change):
+
+    TurboQuantMSE, TurboQuantProd      quantizers (paper Algorithms 1 and 2)
+    MSECodes, ProdCodes                their outputs
+    lloyd_max                          Lloyd–Max codebooks (exact marginal or Gaussian)
+    pack_bits, unpack_bits             the LSB-first bit-stream layout
+    backends()                         names of the backends available here
+"""
+
+from .quantizers import MSECodes, ProdCodes, TurboQuantMSE, TurboQuantProd, lloyd_max, pack_bits, unpack_bits
+
+__version__ = "0.1.0"
+
+
+def backends() -> list:
+    """Names of the backends that load on this machine ("reference" always)."""
+    from . import backends as _backends
+
+    return _backends.available()
+
+
+__all__ = [
+    "TurboQuantMSE", "TurboQuantProd", "MSECodes", "ProdCodes", "lloyd_max", "pack_bits",
+    "unpack_bits", "backends", "__version__",
+]

@@ -1,0 +1,58 @@
+"""Validation at the public edge: one place, messages naming argument, expected, actual."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def check_int(name: str, value, low: int, high: int | None = None) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if ok and value >= low and (high is None or value <= high):
+        return int(value)
+    expected = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+    raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+def check_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def first_bad_row(bad: np.ndarray):
+    """Index tuple (over the leading axes) of the first row with a True in ``bad`` (..., d)."""
+    rows = np.any(bad, axis=-1)
+    flat = int(np.flatnonzero(rows.reshape(-1))[0])
+    return np.unravel_index(flat, rows.shape) if rows.ndim else ()
+
+
+def as_float32_rows(name: str, x, dim: int) -> np.ndarray:
+    """Check a float array (..., dim) of finite values; return it as float32 (same shape)."""
+    x = np.asarray(x)
+    if x.dtype.type not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected dtype float16, float32 or float64, got {x.dtype}")
+    if x.ndim == 0 or x.shape[-1] != dim:
+        actual = "a scalar" if x.ndim == 0 else f"{x.shape[-1]} (shape {x.shape})"
+        raise ValueError(f"{name}: expected last axis of length dim={dim}, got {actual}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = tuple(int(i) for i in first_bad_row(bad))
+        raise ValueError(f"{name}: expected finite values, got NaN or inf in row {row}")
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    if x.dtype == np.float64 and not np.isfinite(x32).all():
+        row = tuple(int(i) for i in first_bad_row(~np.isfinite(x32)))
+        raise ValueError(f"{name}: expected values within float32 range, got an overflow in row {row}")
+    return x32
+
+
+def check_uint8(name: str, array, last: int, lead: tuple) -> np.ndarray:
+    """A uint8 buffer of shape lead + (last,)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{name}: expected dtype uint8, got {array.dtype}")
+    if array.shape != tuple(lead) + (last,):
+        raise ValueError(f"{name}: expected shape {tuple(lead) + (last,)}, got {array.shape}")
+    return array

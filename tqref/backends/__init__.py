@@ -1,0 +1,70 @@
+"""Backend registry: each operation has a "reference", "numba" and "cuda" implementation.
+
+A backend is an object with the methods of :class:`tqref.backends.reference.ReferenceBackend`
+(mse_quantize, mse_dequantize, prod_quantize, prod_dequantize, mse_inner_product,
+prod_inner_product), each taking validated float32 arrays and a
+:class:`tqref.reference.plan.Plan`. Backends load lazily; asking for one that cannot load is
+an error naming the reason — never a silent fallback. ``"auto"`` is the explicit request
+"the fastest available": cuda, then numba, then reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: name -> "module:attribute" of a zero-argument factory returning the backend object.
+_REGISTRY = {
+    "reference": "tqref.backends.reference:ReferenceBackend",
+    "numba": "tqref.backends.numba_cpu:NumbaBackend",
+    "cuda": "tqref.backends.cuda:CudaBackend",
+}
+AUTO_ORDER = ("cuda", "numba", "reference")
+_LOADED: dict = {}
+_FAILED: dict = {}
+
+
+def register(name: str, target: str) -> None:
+    """Register a backend factory given as "module:attribute"."""
+    _REGISTRY[name] = target
+    _LOADED.pop(name, None)
+    _FAILED.pop(name, None)
+
+
+def _load(name: str):
+    if name in _LOADED:
+        return _LOADED[name]
+    if name in _FAILED:
+        raise _FAILED[name]
+    module_name, attr = _REGISTRY[name].split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+        backend = factory()
+    except Exception as exc:  # import errors, missing drivers, no GPU
+        err = RuntimeError(f"backend {name!r} is not available: {type(exc).__name__}: {exc}")
+        _FAILED[name] = err
+        raise err from exc
+    _LOADED[name] = backend
+    return backend
+
+
+def get(name: str = "reference"):
+    """The backend object for ``name`` ("reference", "numba", "cuda" or "auto")."""
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            if candidate in available():
+                return _load(candidate)
+    if name not in _REGISTRY:
+        raise ValueError(f"backend: expected one of {tuple(_REGISTRY) + ('auto',)}, got {name!r}")
+    return _load(name)
+
+
+def available() -> list:
+    """Names of the backends that load on this machine."""
+    names = []
+    for name in _REGISTRY:
+        try:
+            _load(name)
+        except RuntimeError:
+            continue
+        names.append(name)
+    return names

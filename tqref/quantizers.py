@@ -1,0 +1,255 @@
+"""Public quantizers: TurboQuantMSE (Algorithm 1) and TurboQuantProd (Algorithm 2).
+
+These classes validate once, flatten leading axes, call a backend (reference by default)
+and wrap results in code objects that remember the configuration that made them.
+
+>>> import numpy as np, tqref
+>>> q = tqref.TurboQuantMSE(dim=128, bits=3, seed=1)
+>>> x = np.random.default_rng(0).standard_normal((4, 128)).astype(np.float32)
+>>> codes = q.quantize(x)
+>>> codes.indices.shape, codes.norms.shape
+((4, 48), (4,))
+>>> q.dequantize(codes).shape
+(4, 128)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import _validate as v
+from . import backends
+from .reference import codebook as cb
+from .reference import packing, qjl
+from .reference.rotation import ROTATIONS
+from .reference.plan import NORM_DTYPES, Config, make_plan
+
+MSE_BITS = (1, 8)
+PROD_BITS = (2, 9)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class MSECodes:
+    """Output of TurboQuantMSE.quantize.
+
+    indices: uint8 (..., ceil(dim·bits/8)) packed codes; norms: float32 or float16 (...);
+    config: the quantizer configuration that made them.
+    """
+
+    indices: np.ndarray
+    norms: np.ndarray
+    config: Config
+
+    @property
+    def shape(self) -> tuple:
+        return self.norms.shape
+
+    def __len__(self) -> int:
+        return self.norms.shape[0] if self.norms.ndim else 1
+
+    def nbytes(self) -> int:
+        return int(self.indices.nbytes + self.norms.nbytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProdCodes:
+    """Output of TurboQuantProd.quantize.
+
+    mse: MSECodes of the (bits − 1)-bit stage (decodable by TurboQuantMSE(dim, bits − 1));
+    signs: uint8 (..., ceil(dim/8)) packed QJL sign bits; residual_norms: γ = ‖r‖ on the
+    unit-vector scale, float32 or float16 (...); config: the prod configuration.
+    """
+
+    mse: MSECodes
+    signs: np.ndarray
+    residual_norms: np.ndarray
+    config: Config
+
+    @property
+    def shape(self) -> tuple:
+        return self.mse.shape
+
+    def __len__(self) -> int:
+        return len(self.mse)
+
+    def nbytes(self) -> int:
+        return int(self.mse.nbytes() + self.signs.nbytes + self.residual_norms.nbytes)
+
+
+def _store_norms(name: str, norms: np.ndarray, norm_dtype: str) -> np.ndarray:
+    """float32 norms -> stored dtype; reject values the dtype cannot hold (nothing silently lost)."""
+    if not np.all(np.isfinite(norms)):
+        row = tuple(int(i) for i in np.argwhere(~np.isfinite(norms))[0])
+        raise ValueError(f"x: expected vectors whose {name} fits float32, got an overflow at row {row}")
+    if norm_dtype == "float16":
+        too_big = norms > FLOAT16_MAX
+        lost = (norms > 0) & (norms.astype(np.float16) == 0)
+        if too_big.any() or lost.any():
+            bad = too_big | lost
+            row = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"x: expected {name}s representable in float16 (norm_dtype='float16'), got "
+                f"{float(norms[row]):.6g} at row {row}; use norm_dtype='float32'"
+            )
+    return norms.astype(np.dtype(norm_dtype))
+
+
+class _Quantizer:
+    """Shared parts of the two quantizers: configuration, validation, backend dispatch."""
+
+    kind = ""
+    bits_range = (1, 8)
+
+    def __init__(self, dim, bits, *, seed=0, rotation="hadamard", codebook="beta",
+                 projection=None, norm_dtype="float32", backend="reference"):
+        dim = v.check_int("dim", dim, 2)
+        bits = v.check_int("bits", bits, *self.bits_range)
+        seed = v.check_int("seed", seed, 0, 2**64 - 1)
+        v.check_choice("rotation", rotation, ROTATIONS)
+        v.check_choice("codebook", codebook, cb.LAWS)
+        v.check_choice("norm_dtype", norm_dtype, NORM_DTYPES)
+        if projection is not None:
+            v.check_choice("projection", projection, qjl.PROJECTIONS)
+        self.config = Config(self.kind, dim, bits, seed, rotation, codebook, projection, norm_dtype)
+        self.backend = backends.get(backend)
+        self.plan = make_plan(self.config)
+
+    dim = property(lambda self: self.config.dim)
+    bits = property(lambda self: self.config.bits)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={val!r}" for k, val in self.config.to_dict().items() if k != "kind")
+        return f"{type(self).__name__}({fields}, backend={self.backend.name!r})"
+
+    def _rows(self, x, name="x"):
+        x32 = v.as_float32_rows(name, x, self.dim)
+        return x32.reshape(-1, self.dim), x32.shape[:-1]
+
+    def _check_config(self, codes):
+        if codes.config != self.config:
+            mine, theirs = self.config.to_dict(), codes.config.to_dict()
+            diff = ", ".join(f"{k}: expected {mine[k]!r}, got {theirs[k]!r}" for k in mine if mine[k] != theirs[k])
+            raise ValueError(f"codes: made by a quantizer with another configuration ({diff})")
+
+    def _check_mse_arrays(self, codes: MSECodes, name: str = "codes"):
+        lead = np.shape(codes.norms)
+        nbytes = packing.packed_size(self.dim, self.plan.bits)
+        v.check_uint8(f"{name}.indices", codes.indices, nbytes, lead)
+        norms = np.asarray(codes.norms)
+        if norms.dtype != np.dtype(self.config.norm_dtype):
+            raise ValueError(f"{name}.norms: expected dtype {self.config.norm_dtype}, got {norms.dtype}")
+        return codes.indices.reshape(-1, nbytes), norms.reshape(-1).astype(np.float32), lead
+
+
+class TurboQuantMSE(_Quantizer):
+    """TurboQuant_mse (Algorithm 1) of ``bits`` (1–8) bits per coordinate.
+
+    Args: dim ≥ 2; bits 1–8; seed (rotation); rotation "hadamard" | "haar"; codebook
+    "beta" (exact marginal) | "gaussian"; norm_dtype "float32" | "float16"; backend name.
+    """
+
+    kind = "mse"
+    bits_range = MSE_BITS
+
+    def __init__(self, dim, bits, *, seed=0, rotation="hadamard", codebook="beta",
+                 norm_dtype="float32", backend="reference"):
+        super().__init__(dim, bits, seed=seed, rotation=rotation, codebook=codebook,
+                         norm_dtype=norm_dtype, backend=backend)
+
+    def quantize(self, x) -> MSECodes:
+        """x float16/32/64 (..., dim) -> MSECodes with indices (..., nbytes), norms (...)."""
+        rows, lead = self._rows(x)
+        packed, norms = self.backend.mse_quantize(rows, self.plan)
+        norms = _store_norms("norm", norms, self.config.norm_dtype)
+        return MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.config)
+
+    def dequantize(self, codes: MSECodes) -> np.ndarray:
+        """MSECodes -> float32 (..., dim)."""
+        self._check_config(codes)
+        packed, norms, lead = self._check_mse_arrays(codes)
+        return self.backend.mse_dequantize(packed, norms, self.plan).reshape(lead + (self.dim,))
+
+    def inner_product(self, query, codes: MSECodes, *, unbiased: bool = False) -> np.ndarray:
+        """Estimate ⟨query, x⟩: query (..., dim) against codes of shape S -> (..., *S) float32.
+
+        ``unbiased=True`` divides by the codebook's shrinkage α (≈ 1 − D_mse).
+        """
+        self._check_config(codes)
+        packed, norms, lead = self._check_mse_arrays(codes)
+        q, qlead = self._rows(query, "query")
+        est = self.backend.mse_inner_product(q, packed, norms, self.plan, unbiased=bool(unbiased))
+        return est.reshape(qlead + lead)
+
+    @property
+    def shrinkage(self) -> float:
+        """α: E[estimate] = α ⟨q, x⟩ for the plain mse estimator (Haar rotation)."""
+        return cb.shrinkage(self.plan.codebook)
+
+
+class TurboQuantProd(_Quantizer):
+    """TurboQuant_prod (Algorithm 2): ``bits`` (2–9) total = (bits − 1)-bit mse + 1-bit QJL.
+
+    Args as TurboQuantMSE, plus projection "gaussian" (paper) | "orthogonal" | "rademacher".
+    """
+
+    kind = "prod"
+    bits_range = PROD_BITS
+
+    def __init__(self, dim, bits, *, seed=0, rotation="hadamard", codebook="beta",
+                 projection="gaussian", norm_dtype="float32", backend="reference"):
+        super().__init__(dim, bits, seed=seed, rotation=rotation, codebook=codebook,
+                         projection=projection, norm_dtype=norm_dtype, backend=backend)
+        self.mse_config = dataclasses.replace(self.config, kind="mse", bits=bits - 1, projection=None)
+
+    def quantize(self, x) -> ProdCodes:
+        """x (..., dim) -> ProdCodes (mse stage, packed signs, residual norms γ)."""
+        rows, lead = self._rows(x)
+        packed, norms, signs, gammas = self.backend.prod_quantize(rows, self.plan)
+        norms = _store_norms("norm", norms, self.config.norm_dtype)
+        gammas = _store_norms("residual norm", gammas, self.config.norm_dtype)
+        mse_codes = MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.mse_config)
+        return ProdCodes(mse_codes, signs.reshape(lead + signs.shape[-1:]), gammas.reshape(lead), self.config)
+
+    def _arrays(self, codes: ProdCodes):
+        self._check_config(codes)
+        if codes.mse.config != self.mse_config:
+            raise ValueError("codes.mse: made by a quantizer with another configuration")
+        packed, norms, lead = self._check_mse_arrays(codes.mse, "codes.mse")
+        signs = v.check_uint8("codes.signs", codes.signs, packing.packed_size(self.dim, 1), lead)
+        gammas = np.asarray(codes.residual_norms)
+        if gammas.shape != lead or gammas.dtype != np.dtype(self.config.norm_dtype):
+            raise ValueError(
+                f"codes.residual_norms: expected shape {lead} dtype {self.config.norm_dtype}, "
+                f"got shape {gammas.shape} dtype {gammas.dtype}"
+            )
+        return packed, norms, signs.reshape(-1, signs.shape[-1]), gammas.reshape(-1).astype(np.float32), lead
+
+    def dequantize(self, codes: ProdCodes) -> np.ndarray:
+        """ProdCodes -> float32 (..., dim)."""
+        packed, norms, signs, gammas, lead = self._arrays(codes)
+        return self.backend.prod_dequantize(packed, norms, signs, gammas, self.plan).reshape(lead + (self.dim,))
+
+    def inner_product(self, query, codes: ProdCodes) -> np.ndarray:
+        """Unbiased estimate of ⟨query, x⟩: query (..., dim), codes shape S -> (..., *S)."""
+        packed, norms, signs, gammas, lead = self._arrays(codes)
+        q, qlead = self._rows(query, "query")
+        est = self.backend.prod_inner_product(q, packed, norms, signs, gammas, self.plan)
+        return est.reshape(qlead + lead)
+
+
+def lloyd_max(bits: int, dim: int, law: str = "beta") -> cb.Codebook:
+    """The Lloyd–Max codebook (see :func:`tqref.reference.codebook.lloyd_max`)."""
+    return cb.lloyd_max(bits, dim, law)
+
+
+def pack_bits(indices, bits: int) -> np.ndarray:
+    """Pack b-bit indices LSB-first (see :func:`tqref.reference.packing.pack_bits`)."""
+    return packing.pack_bits(indices, bits)
+
+
+def unpack_bits(packed, bits: int, count: int) -> np.ndarray:
+    """Unpack ``count`` b-bit indices (see :func:`tqref.reference.packing.unpack_bits`)."""
+    return packing.unpack_bits(packed, bits, count)

@@ -1,0 +1,82 @@
+"""Quantizer configuration and the arrays derived from it (one place for both).
+
+A :class:`Config` is the small, hashable description that travels (to worker processes, to
+file headers, to conformance vectors): dimension, bit width, seed and the option names. A
+:class:`Plan` holds what the reference and every backend derive from it — codebook,
+rotation signs or Haar matrix, QJL projection matrix and constant — built once and cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from . import codebook as cb
+from . import qjl, rotation
+
+NORM_DTYPES = ("float32", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Configuration of one quantizer.
+
+    kind: "mse" or "prod". bits: total bits per coordinate (prod spends bits − 1 on its mse
+    stage and 1 on QJL). projection: QJL projection kind for prod, None for mse.
+    """
+
+    kind: str
+    dim: int
+    bits: int
+    seed: int = 0
+    rotation: str = "hadamard"
+    codebook: str = "beta"
+    projection: str | None = None
+    norm_dtype: str = "float32"
+
+    @property
+    def mse_bits(self) -> int:
+        return self.bits - 1 if self.kind == "prod" else self.bits
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Derived arrays for the mse stage of a configuration (and QJL for prod)."""
+
+    config: Config
+    dim: int
+    bits: int  # bits of the mse stage
+    seed: int
+    rotation: str
+    codebook: cb.Codebook
+    projection: np.ndarray | None  # QJL S, float32 (d, d)
+    qjl_scale: float  # κ
+
+    @property
+    def rotation_signs(self) -> np.ndarray:
+        return rotation.hadamard_signs(self.dim, self.seed)
+
+    @property
+    def haar(self) -> np.ndarray:
+        return rotation.haar_matrix(self.dim, self.seed)
+
+
+@functools.lru_cache(maxsize=128)
+def make_plan(config: Config) -> Plan:
+    """Build (and cache) the :class:`Plan` of a validated configuration."""
+    book = cb.lloyd_max(config.mse_bits, config.dim, config.codebook)
+    projection, scale = None, 0.0
+    if config.kind == "prod":
+        projection = qjl.projection_matrix(config.projection, config.dim, config.seed)
+        scale = qjl.estimator_scale(config.projection, config.dim)
+    return Plan(config, config.dim, config.mse_bits, config.seed, config.rotation, book, projection, scale)
+
+
+def norms_to_storage(norms: np.ndarray, norm_dtype: str) -> np.ndarray:
+    """Cast float32 norms to the stored dtype (float16 rounds to nearest even)."""
+    return np.asarray(norms, dtype=np.float32).astype(np.dtype(norm_dtype))
