@@ -77,6 +77,22 @@ class Codebook:
         """Reconstruction values as float32 (round to nearest), the values decoders use."""
         return self.centroids.astype(np.float32)
 
+    @property
+    def thresholds_f32(self) -> np.ndarray:
+        """Boundaries rounded *down* to float32: (K − 1,) float32.
+
+        For every float32 v, ``v > boundary`` (exact, in float64) holds iff
+        ``v > thresholds_f32`` (in float32): if t is the largest float32 ≤ b, no float32
+        lies in (t, b]. Kernels compare in float32 with these and stay bit-exact.
+        """
+        return float32_round_down(self.boundaries)
+
+
+def float32_round_down(values: np.ndarray) -> np.ndarray:
+    """The largest float32 ≤ each float64 value (round toward −∞)."""
+    t = np.asarray(values, dtype=np.float64).astype(np.float32)
+    return np.where(t.astype(np.float64) > values, np.nextafter(t, np.float32(-np.inf)), t)
+
 
 def nearest_index(values: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
     """Cell index of each value: the count of boundaries strictly less than it.
@@ -89,8 +105,18 @@ def nearest_index(values: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
     >>> nearest_index(np.array([-1.0, 0.0, 0.5, 2.0]), np.array([-0.5, 0.0, 0.5])).tolist()
     [0, 1, 2, 3]
     """
-    v = np.asarray(values, dtype=np.float64)
-    idx = np.searchsorted(np.asarray(boundaries, dtype=np.float64), v, side="left")
+    v = np.asarray(values)
+    if v.dtype == np.float32 and len(boundaries) <= _COUNT_LIMIT:
+        # Few boundaries: count them directly, in float32 (exact, see Codebook.thresholds_f32).
+        idx = np.zeros(v.shape, dtype=np.uint8)
+        for t in float32_round_down(boundaries):
+            idx += v > t
+        return idx
+    if v.dtype == np.float32:
+        idx = np.searchsorted(float32_round_down(boundaries), v, side="left")
+    else:
+        v = v.astype(np.float64)
+        idx = np.searchsorted(np.asarray(boundaries, dtype=np.float64), v, side="left")
     idx = np.where(np.isnan(v), 0, idx)
     return idx.astype(np.uint8 if len(boundaries) < 256 else np.int64)
 
@@ -204,6 +230,7 @@ class _GaussianLaw:
         return 1.0
 
 
+_COUNT_LIMIT = 15  # nearest_index counts up to this many boundaries, else binary search
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(40)
 _TAIL_PANELS = 16
 

@@ -64,21 +64,32 @@ def fwht(x: np.ndarray, *, normalize: bool = True) -> np.ndarray:
     >>> fwht(np.array([1, 0, 0, 0], np.float32)).tolist()
     [0.5, 0.5, 0.5, 0.5]
     """
-    y = np.array(x, dtype=_F32, copy=True)
-    n = y.shape[-1]
+    x = np.asarray(x, dtype=_F32)
+    n = x.shape[-1]
     if not is_power_of_two(n):
         raise ValueError(f"fwht: last axis must be a power of two, got {n}")
-    lead = y.shape[:-1]
+    columns = np.array(x.reshape(-1, n).T, order="C")  # a copy, (n, vectors): stages on rows
+    _fwht_rows(columns, normalize)
+    return columns.T.reshape(x.shape)
+
+
+def _fwht_rows(y: np.ndarray, normalize: bool = True) -> None:
+    """In-place FWHT along axis 0 of a C-contiguous float32 (n, N) array.
+
+    The vectors are the columns, so each butterfly stage is two long contiguous array
+    operations (this layout is only for speed; the arithmetic is exactly :func:`fwht`'s).
+    """
+    n = y.shape[0]
     h = 1
     while h < n:
-        v = y.reshape(lead + (n // (2 * h), 2, h))
-        a = v[..., 0, :]
-        b = v[..., 1, :]
-        y = np.stack((a + b, a - b), axis=-2).reshape(lead + (n,))
+        v = y.reshape(n // (2 * h), 2, h * y.shape[1])
+        a, b = v[:, 0, :], v[:, 1, :]
+        total = a + b
+        np.subtract(a, b, out=b)
+        a[...] = total
         h *= 2
     if normalize:
         y *= inverse_sqrt(n)
-    return y
 
 
 @functools.lru_cache(maxsize=256)
@@ -90,43 +101,39 @@ def hadamard_signs(d: int, seed: int) -> np.ndarray:
     return signs
 
 
-def _block_transform(y: np.ndarray, d: int) -> np.ndarray:
-    """Orthonormal H_m on [0, m) then on [d − m, d) (one block when d is a power of two)."""
+def _blocks(d: int):
+    """Row ranges of the Hadamard blocks of one round: [0, m) and, if m < d, [d − m, d)."""
     m = hadamard_block(d)
-    y[..., :m] = fwht(y[..., :m])
-    if m != d:
-        y[..., d - m :] = fwht(y[..., d - m :])
-    return y
-
-
-def _block_transform_inverse(y: np.ndarray, d: int) -> np.ndarray:
-    m = hadamard_block(d)
-    if m != d:
-        y[..., d - m :] = fwht(y[..., d - m :])
-    y[..., :m] = fwht(y[..., :m])
-    return y
+    return [(0, m)] if m == d else [(0, m), (d - m, d)]
 
 
 def hadamard_forward(x: np.ndarray, seed: int) -> np.ndarray:
-    """Π x for the randomized Hadamard rotation: float32 (..., d) -> float32 (..., d)."""
+    """Π x for the randomized Hadamard rotation: float32 (..., d) -> float32 (..., d).
+
+    Each round r: multiply by signs[r], then the normalised FWHT on each block in order.
+    """
+    x = np.asarray(x, dtype=_F32)
     d = x.shape[-1]
     signs = hadamard_signs(d, seed)
-    y = np.array(x, dtype=_F32, copy=True)
+    y = np.array(x.reshape(-1, d).T, order="C")  # a copy, vectors as columns (see _fwht_rows)
     for r in range(HADAMARD_ROUNDS):
-        y *= signs[r]
-        y = _block_transform(y, d)
-    return y
+        y *= signs[r][:, None]
+        for lo, hi in _blocks(d):
+            _fwht_rows(y[lo:hi])
+    return y.T.reshape(x.shape)
 
 
 def hadamard_inverse(y: np.ndarray, seed: int) -> np.ndarray:
-    """Πᵀ y, undoing :func:`hadamard_forward` step by step in reverse order."""
+    """Πᵀ y: the steps of :func:`hadamard_forward` undone in reverse order."""
+    y = np.asarray(y, dtype=_F32)
     d = y.shape[-1]
     signs = hadamard_signs(d, seed)
-    x = np.array(y, dtype=_F32, copy=True)
+    x = np.array(y.reshape(-1, d).T, order="C")
     for r in reversed(range(HADAMARD_ROUNDS)):
-        x = _block_transform_inverse(x, d)
-        x *= signs[r]
-    return x
+        for lo, hi in reversed(_blocks(d)):
+            _fwht_rows(x[lo:hi])
+        x *= signs[r][:, None]
+    return x.T.reshape(y.shape)
 
 
 @functools.lru_cache(maxsize=32)
