@@ -16,9 +16,10 @@ __version__ = "0.1.0"
 
 def backends() -> list:
     """Names of the backends that load on this machine ("reference" always)."""
-    from . import backends as _backends
+    import importlib
 
-    return _backends.available()
+    # the subpackage tqref.backends is shadowed by this function on the package object
+    return importlib.import_module("tqref.backends").available()
 
 
 __all__ = [

@@ -86,7 +86,8 @@ def _store_norms(name: str, norms: np.ndarray, norm_dtype: str) -> np.ndarray:
         raise ValueError(f"x: expected vectors whose {name} fits float32, got an overflow at row {row}")
     if norm_dtype == "float16":
         too_big = norms > FLOAT16_MAX
-        lost = (norms > 0) & (norms.astype(np.float16) == 0)
+        with np.errstate(over="ignore"):
+            lost = (norms > 0) & (norms.astype(np.float16) == 0)
         if too_big.any() or lost.any():
             bad = too_big | lost
             row = tuple(int(i) for i in np.argwhere(bad)[0])
