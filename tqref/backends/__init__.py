@@ -5,7 +5,7 @@ A backend is an object with the methods of :class:`tqref.backends.reference.Refe
 prod_inner_product), each taking validated float32 arrays and a
 :class:`tqref.reference.plan.Plan`. Backends load lazily; asking for one that cannot load is
 an error naming the reason — never a silent fallback. ``"auto"`` is the explicit request
-"the fastest available": cuda, then numba, then reference.
+"the fastest available": cuda (never the CUDA simulator), then numba, then reference.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def get(name: str = "reference"):
     """The backend object for ``name`` ("reference", "numba", "cuda" or "auto")."""
     if name == "auto":
         for candidate in AUTO_ORDER:
-            if candidate in available():
+            if candidate in available() and not getattr(_load(candidate), "simulated", False):
                 return _load(candidate)
     if name not in _REGISTRY:
         raise ValueError(f"backend: expected one of {tuple(_REGISTRY) + ('auto',)}, got {name!r}")

@@ -1,0 +1,199 @@
+"""Warp-per-vector device functions: one 32-lane warp owns one vector held in shared memory.
+
+This is the general layout (every dimension d ≥ 2, both rotations, mse and prod). Each
+function mirrors one reference step and uses only the primitives of ``_ops`` for float
+arithmetic and lane exchange; ``buf[w, :]`` is the warp's vector in shared memory.
+
+The written reduction order (reference/reduction.py) maps onto a warp directly: lane ``l``
+accumulates the products of j = l, l + 32, … in increasing j (a missing term past the end
+counts as +0.0), then the lanes fold with ``shfl_down`` offsets 16, 8, 4, 2, 1.
+"""
+
+from __future__ import annotations
+
+from numba import float32
+
+from ._ops import (
+    fadd,
+    fdiv,
+    fmul,
+    frexp_exponent,
+    fsqrt,
+    fsub,
+    jit_device,
+    ldexp_f32,
+    shfl_down,
+    shfl_idx,
+    shfl_xor,
+    warp_sync,
+)
+
+
+@jit_device
+def butterfly(acc):
+    """Fold 32 lane sums with offsets 16, 8, 4, 2, 1; the total is valid on lane 0."""
+    acc = fadd(acc, shfl_down(acc, 16))
+    acc = fadd(acc, shfl_down(acc, 8))
+    acc = fadd(acc, shfl_down(acc, 4))
+    acc = fadd(acc, shfl_down(acc, 2))
+    acc = fadd(acc, shfl_down(acc, 1))
+    return acc
+
+
+@jit_device
+def lane_dot(a, ai, b, bi, lane, d, chunks):
+    """This lane's share of ordered_dot(a[ai, :], b[bi, :]): products rounded, summed in j order."""
+    acc = float32(0.0)
+    for c in range(chunks):
+        j = lane + 32 * c
+        p = float32(0.0)
+        if j < d:
+            p = fmul(a[ai, j], b[bi, j])
+        if c == 0:
+            acc = p
+        else:
+            acc = fadd(acc, p)
+    return acc
+
+
+@jit_device
+def lane_dot_t(a, ai, b, bi, lane, d, chunks):
+    """As :func:`lane_dot` with the first operand read as a column: a[j, ai] (Πᵀ rows)."""
+    acc = float32(0.0)
+    for c in range(chunks):
+        j = lane + 32 * c
+        p = float32(0.0)
+        if j < d:
+            p = fmul(a[j, ai], b[bi, j])
+        if c == 0:
+            acc = p
+        else:
+            acc = fadd(acc, p)
+    return acc
+
+
+@jit_device
+def ordered_dot_bcast(a, ai, b, bi, lane, d, chunks):
+    """ordered_dot of two rows, returned to every lane."""
+    return shfl_idx(butterfly(lane_dot(a, ai, b, bi, lane, d, chunks)), 0)
+
+
+@jit_device
+def load_split_norm(x, row, buf, w, lane, d, chunks):
+    """mse step 1 (reference mse.split_norm): buf[w] <- x[row] / ‖x[row]‖; returns the norm.
+
+    m = max|x_j| (exact in any order); E = frexp exponent of m; xs = ldexp(x, −E) rounded
+    once; s = ordered_dot(xs, xs); ns = sqrt(s); u = xs / ns (0 where ns = 0);
+    norm = ldexp(ns, E).
+    """
+    mx = float32(0.0)
+    for j in range(lane, d, 32):
+        v = x[row, j]
+        buf[w, j] = v
+        a = abs(v)
+        if a > mx:
+            mx = a
+    for k in (16, 8, 4, 2, 1):
+        o = shfl_xor(mx, k)
+        if o > mx:
+            mx = o
+    e = 0
+    if mx > 0:
+        e = frexp_exponent(mx)
+    for j in range(lane, d, 32):
+        buf[w, j] = ldexp_f32(buf[w, j], -e)
+    s = ordered_dot_bcast(buf, w, buf, w, lane, d, chunks)
+    ns = fsqrt(s)
+    for j in range(lane, d, 32):
+        if ns > 0:
+            buf[w, j] = fdiv(buf[w, j], ns)
+        else:
+            buf[w, j] = float32(0.0)
+    warp_sync()
+    return ldexp_f32(ns, e)
+
+
+@jit_device
+def fwht_block(buf, w, lane, lo, m, inv):
+    """Normalised FWHT of buf[w, lo : lo + m] (reference rotation.fwht), m a power of two.
+
+    Stage h = 1, 2, …, m/2: pair (i, i + h) with i mod 2h < h becomes (a + b, a − b); then
+    every element is multiplied by inv = float32(1) / sqrt(float32(m)).
+    """
+    half = m >> 1
+    h = 1
+    while h < m:
+        for p in range(lane, half, 32):
+            i = lo + (p // h) * 2 * h + (p % h)
+            a = buf[w, i]
+            b = buf[w, i + h]
+            buf[w, i] = fadd(a, b)
+            buf[w, i + h] = fsub(a, b)
+        warp_sync()
+        h *= 2
+    for j in range(lane, m, 32):
+        buf[w, lo + j] = fmul(buf[w, lo + j], inv)
+    warp_sync()
+
+
+@jit_device
+def hadamard_forward(buf, w, lane, signs, rounds, inv, d, m):
+    """Π u for the randomized Hadamard rotation (reference rotation.hadamard_forward)."""
+    for r in range(rounds):
+        for j in range(lane, d, 32):
+            buf[w, j] = fmul(buf[w, j], signs[r, j])
+        warp_sync()
+        fwht_block(buf, w, lane, 0, m, inv)
+        if m != d:
+            fwht_block(buf, w, lane, d - m, m, inv)
+
+
+@jit_device
+def hadamard_inverse(buf, w, lane, signs, rounds, inv, d, m):
+    """Πᵀ y: rounds in reverse, blocks in reverse, then the signs (rotation.hadamard_inverse)."""
+    for rr in range(rounds):
+        r = rounds - 1 - rr
+        if m != d:
+            fwht_block(buf, w, lane, d - m, m, inv)
+        fwht_block(buf, w, lane, 0, m, inv)
+        for j in range(lane, d, 32):
+            buf[w, j] = fmul(buf[w, j], signs[r, j])
+        warp_sync()
+
+
+@jit_device
+def matvec(mat, transposed, buf, w, out, lane, d, chunks, part):
+    """out[w, i] = ordered_dot(row i of M, buf[w]) for i < d (M = mat, or matᵀ if transposed).
+
+    The Haar rotation and the QJL projection (reference reduction.ordered_matvec). Each
+    lane computes whole outputs i = lane, lane + 32, …: it keeps the 32 written-order lane
+    sums of one dot product in ``part`` (a 32-float register array of the caller), then
+    folds them with offsets 16 … 1 itself — the same operations in the same order as 32
+    lanes and a shuffle tree, with no shuffle.
+    """
+    for i in range(lane, d, 32):
+        for c in range(chunks):
+            for ll in range(32):
+                j = 32 * c + ll
+                p = float32(0.0)
+                if j < d:
+                    if transposed:
+                        p = fmul(mat[j, i], buf[w, j])
+                    else:
+                        p = fmul(mat[i, j], buf[w, j])
+                if c == 0:
+                    part[ll] = p
+                else:
+                    part[ll] = fadd(part[ll], p)
+        for off in (16, 8, 4, 2, 1):
+            for ll in range(off):
+                part[ll] = fadd(part[ll], part[ll + off])
+        out[w, i] = part[0]
+    warp_sync()
+
+
+@jit_device
+def copy_row(src, dst, w, lane, d):
+    for j in range(lane, d, 32):
+        dst[w, j] = src[w, j]
+    warp_sync()

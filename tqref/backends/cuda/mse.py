@@ -1,0 +1,295 @@
+"""TurboQuant_mse kernels (mirrors tqref/reference/mse.py; paper Algorithm 1).
+
+Two layouts compute the same bits:
+
+* **warp layout** (:func:`warp_quantize_kernel`, :func:`warp_dequantize_kernel`): one
+  warp per vector, the vector in shared memory (``_warp``). Every d ≥ 2, Hadamard or Haar.
+* **lane layout** (:func:`lane_quantize_kernel`, :func:`lane_dequantize_kernel`): the fast
+  path for the Hadamard rotation at power-of-two d ≤ ``LANE_MAX_DIM``. A group of
+  T = clamp(d/32, 1, 32) consecutive threads owns one vector; thread t of the group keeps
+  the E = d/T coordinates j = t + T·k (k = 0 … E − 1) in registers. Butterfly stages h < T
+  exchange registers with ``shfl_xor(h)``; stages h ≥ T pair registers inside a thread.
+  The written reduction order still holds: logical lane l = t + T·i (i < 32/T) lives in
+  thread t and its terms are the registers k = i, i + 32/T, … (increasing j); butterfly
+  offsets 16 … T fold registers inside the thread, offsets T/2 … 1 fold threads with
+  ``shfl_down``.
+
+Kernels are built per (d, bits, layout) by the factories below, so sizes are compile-time
+constants (register arrays, shared tiles), and cached. Every float operation is one of
+``_ops``' correctly rounded float32 operations in the reference's order, so codes, norms
+and dequantized vectors are bit-identical to the reference (tests/backends/test_cuda_mse.py).
+Threads with no vector (the partial last block) still take part in every shuffle and
+barrier and skip only their stores.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from numba import cuda, float32, uint8
+
+from ...reference.rotation import HADAMARD_ROUNDS, hadamard_block, is_power_of_two
+from . import _warp
+from ._ops import (
+    count_below,
+    fadd,
+    fdiv,
+    fmul,
+    frexp_exponent,
+    fsqrt,
+    fsub,
+    ldexp_f32,
+    pack_byte,
+    shfl_down,
+    shfl_idx,
+    shfl_xor,
+    unpack_index,
+    xor_stage,
+)
+
+LANE_MAX_DIM = 2048
+ROUNDS = HADAMARD_ROUNDS
+
+
+def lane_layout_ok(d: int, rotation: str) -> bool:
+    """Whether the register (lane) layout handles this configuration."""
+    return rotation == "hadamard" and is_power_of_two(d) and 2 <= d <= LANE_MAX_DIM
+
+
+def lane_group(d: int) -> int:
+    """T, the threads per vector of the lane layout."""
+    return max(1, min(32, d // 32))
+
+
+# ----------------------------------------------------------------------------- warp layout
+
+
+@functools.lru_cache(maxsize=None)
+def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
+    """Kernel (x, n, signs, inv, haar, thr, packed, norms) for blocks of ``32·warps`` threads."""
+    chunks = (d + 31) // 32
+    m = hadamard_block(d)
+    nbytes = (d * bits + 7) // 8
+    nthr = (1 << bits) - 1
+    haar = rotation == "haar"
+    tpb = 32 * warps
+    wd = warps * d
+    wnb = warps * nbytes
+    wsb = warps * ((d + 7) // 8)
+
+    def kernel(x, n, signs, inv, pi, thr, packed, norms):
+        tid = cuda.threadIdx.x
+        w = tid // 32
+        lane = tid % 32
+        row0 = cuda.blockIdx.x * warps
+        row = row0 + w
+        src = row if row < n else n - 1
+        buf = cuda.shared.array((warps, d), float32)
+        rot = cuda.shared.array((warps, d), float32)
+        part = cuda.local.array(32, float32)
+        codes = cuda.shared.array(wd, uint8)
+        norm = _warp.load_split_norm(x, src, buf, w, lane, d, chunks)
+        if haar:
+            _warp.matvec(pi, False, buf, w, rot, lane, d, chunks, part)
+        else:
+            _warp.hadamard_forward(buf, w, lane, signs, ROUNDS, inv, d, m)
+            _warp.copy_row(buf, rot, w, lane, d)
+        for j in range(lane, d, 32):
+            codes[w * d + j] = count_below(rot[w, j], thr, nthr)
+        cuda.syncthreads()
+        for q in range(tid, warps * nbytes, tpb):
+            r = q // nbytes
+            if row0 + r < n:
+                packed[row0 + r, q - r * nbytes] = pack_byte(codes, r * d, q - r * nbytes, bits, d)
+        if row < n and lane == 0:
+            norms[row] = norm
+
+    return cuda.jit(kernel), kernel
+
+
+@functools.lru_cache(maxsize=None)
+def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
+    """Kernel (packed, norms, n, signs, inv, haar, cents, out)."""
+    chunks = (d + 31) // 32
+    m = hadamard_block(d)
+    nbytes = (d * bits + 7) // 8
+    haar = rotation == "haar"
+    tpb = 32 * warps
+    wd = warps * d
+    wnb = warps * nbytes
+    wsb = warps * ((d + 7) // 8)
+
+    def kernel(packed, norms, n, signs, inv, pi, cents, out):
+        tid = cuda.threadIdx.x
+        w = tid // 32
+        lane = tid % 32
+        row0 = cuda.blockIdx.x * warps
+        row = row0 + w
+        stage = cuda.shared.array(wnb, uint8)
+        buf = cuda.shared.array((warps, d), float32)
+        rot = cuda.shared.array((warps, d), float32)
+        part = cuda.local.array(32, float32)
+        for q in range(tid, warps * nbytes, tpb):
+            r = q // nbytes
+            stage[q] = packed[row0 + r, q - r * nbytes] if row0 + r < n else 0
+        cuda.syncthreads()
+        for j in range(lane, d, 32):
+            buf[w, j] = cents[unpack_index(stage, w * nbytes, j, bits, nbytes)]
+        cuda.syncthreads()
+        if haar:
+            _warp.matvec(pi, True, buf, w, rot, lane, d, chunks, part)
+        else:
+            _warp.hadamard_inverse(buf, w, lane, signs, ROUNDS, inv, d, m)
+            _warp.copy_row(buf, rot, w, lane, d)
+        if row < n:
+            scale = norms[row]
+            for j in range(lane, d, 32):
+                out[row, j] = fmul(rot[w, j], scale)
+
+    return cuda.jit(kernel), kernel
+
+
+# ----------------------------------------------------------------------------- lane layout
+
+
+def _lane_constants(d: int, tpb: int):
+    t_group = lane_group(d)
+    if tpb % 32 or tpb < 32:
+        raise ValueError(f"threads per block: expected a positive multiple of 32, got {tpb}")
+    return t_group, d // t_group, 32 // t_group, max(1, d // 32), tpb // t_group
+
+
+@functools.lru_cache(maxsize=None)
+def lane_quantize_kernel(d: int, bits: int, tpb: int):
+    """Kernel (x, n, signs, inv, thr, packed, norms); Hadamard rotation, power-of-two d."""
+    T, E, L, C, R = _lane_constants(d, tpb)
+    nbytes = (d * bits + 7) // 8
+    nthr = (1 << bits) - 1
+    rd = R * d
+
+    def kernel(x, n, signs, inv, thr, packed, norms):
+        tid = cuda.threadIdx.x
+        g = tid // T
+        t = tid % T
+        row0 = cuda.blockIdx.x * R
+        row = row0 + g
+        src = row if row < n else n - 1
+        y = cuda.local.array(E, float32)
+        s = cuda.local.array(L, float32)
+        codes = cuda.shared.array(rd, uint8)
+        # 1. split norm: max, exponent, exact scaling, ordered sum of squares.
+        mx = float32(0.0)
+        for k in range(E):
+            v = x[src, t + T * k]
+            y[k] = v
+            a = abs(v)
+            if a > mx:
+                mx = a
+        h = 1
+        while h < T:
+            o = shfl_xor(mx, h)
+            if o > mx:
+                mx = o
+            h *= 2
+        e = 0
+        if mx > 0:
+            e = frexp_exponent(mx)
+        for k in range(E):
+            y[k] = ldexp_f32(y[k], -e)
+        for i in range(L):
+            s[i] = fmul(y[i], y[i]) if i < E else float32(0.0)
+        for c in range(1, C):
+            for i in range(L):
+                s[i] = fadd(s[i], fmul(y[i + c * L], y[i + c * L]))
+        off = 16
+        while off >= T:
+            for i in range(off // T):
+                s[i] = fadd(s[i], s[i + off // T])
+            off //= 2
+        acc = s[0]
+        off = T // 2
+        while off >= 1:
+            acc = fadd(acc, shfl_down(acc, off))
+            off //= 2
+        total = shfl_idx(acc, (tid % 32) - t)
+        ns = fsqrt(total)
+        for k in range(E):
+            y[k] = fdiv(y[k], ns) if ns > 0 else float32(0.0)
+        norm = ldexp_f32(ns, e)
+        # 2. rotation: ROUNDS × (signs, normalised FWHT).
+        for r in range(ROUNDS):
+            for k in range(E):
+                y[k] = fmul(y[k], signs[r, t + T * k])
+            h = 1
+            while h < T:
+                xor_stage(y, E, h, (t & h) != 0)
+                h *= 2
+            hk = 1
+            while hk < E:
+                for k in range(E):
+                    if (k & hk) == 0:
+                        a = y[k]
+                        b = y[k + hk]
+                        y[k] = fadd(a, b)
+                        y[k + hk] = fsub(a, b)
+                hk *= 2
+            for k in range(E):
+                y[k] = fmul(y[k], inv)
+        # 3. nearest centroid; 4. pack the block's rows (contiguous bytes, coalesced).
+        for k in range(E):
+            codes[g * d + t + T * k] = count_below(y[k], thr, nthr)
+        cuda.syncthreads()
+        for q in range(tid, R * nbytes, tpb):
+            r = q // nbytes
+            if row0 + r < n:
+                packed[row0 + r, q - r * nbytes] = pack_byte(codes, r * d, q - r * nbytes, bits, d)
+        if row < n and t == 0:
+            norms[row] = norm
+
+    return cuda.jit(kernel), kernel
+
+
+@functools.lru_cache(maxsize=None)
+def lane_dequantize_kernel(d: int, bits: int, tpb: int):
+    """Kernel (packed, norms, n, signs, inv, cents, out); Hadamard rotation, power-of-two d."""
+    T, E, L, C, R = _lane_constants(d, tpb)
+    nbytes = (d * bits + 7) // 8
+    rnb = R * nbytes
+
+    def kernel(packed, norms, n, signs, inv, cents, out):
+        tid = cuda.threadIdx.x
+        g = tid // T
+        t = tid % T
+        row0 = cuda.blockIdx.x * R
+        row = row0 + g
+        y = cuda.local.array(E, float32)
+        stage = cuda.shared.array(rnb, uint8)
+        for q in range(tid, R * nbytes, tpb):
+            r = q // nbytes
+            stage[q] = packed[row0 + r, q - r * nbytes] if row0 + r < n else 0
+        cuda.syncthreads()
+        for k in range(E):
+            y[k] = cents[unpack_index(stage, g * nbytes, t + T * k, bits, nbytes)]
+        for rr in range(ROUNDS):
+            r = ROUNDS - 1 - rr
+            h = 1
+            while h < T:
+                xor_stage(y, E, h, (t & h) != 0)
+                h *= 2
+            hk = 1
+            while hk < E:
+                for k in range(E):
+                    if (k & hk) == 0:
+                        a = y[k]
+                        b = y[k + hk]
+                        y[k] = fadd(a, b)
+                        y[k + hk] = fsub(a, b)
+                hk *= 2
+            for k in range(E):
+                y[k] = fmul(fmul(y[k], inv), signs[r, t + T * k])
+        if row < n:
+            scale = norms[row]
+            for k in range(E):
+                out[row, t + T * k] = fmul(y[k], scale)
+
+    return cuda.jit(kernel), kernel
