@@ -55,4 +55,4 @@ def test_ordered_matvec_equals_rowwise_dot():
     m = rng.standard_normal((37, 45)).astype(np.float32)
     x = rng.standard_normal((5, 45)).astype(np.float32)
     expected = np.stack([reduction.ordered_dot(m[i], x) for i in range(37)], axis=-1)
-    assert np.array_equal(reduction.ordered_matvec(m, x, chunk=2), expected)
+    assert np.array_equal(reduction.ordered_matvec(m, x, block_elements=100), expected)

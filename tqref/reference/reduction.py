@@ -71,18 +71,28 @@ def ordered_norm(x: np.ndarray) -> np.ndarray:
     return np.sqrt(ordered_dot(x, x))
 
 
-def ordered_matvec(matrix: np.ndarray, x: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+def ordered_matvec(matrix: np.ndarray, x: np.ndarray, *, block_elements: int = 1 << 20) -> np.ndarray:
     """``y[..., i] = ordered_dot(matrix[i, :], x[..., :])`` for float32 matrix (m, d), x (..., d).
 
-    Returns float32 (..., m). Works in chunks of ``chunk`` vectors to bound the temporary
-    (chunk, m, d) product array.
+    Returns float32 (..., m). The lanes are accumulated chunk by chunk of 32 columns
+    (``acc += M[:, chunk] * x[chunk]`` — the product is rounded, then added, exactly the
+    written order) over blocks of vectors sized so the (block, m, 32) accumulator holds
+    about ``block_elements`` floats.
     """
     matrix = np.asarray(matrix, dtype=_F32)
     x = np.asarray(x, dtype=_F32)
+    m, d = matrix.shape
     lead = x.shape[:-1]
-    flat = x.reshape(-1, x.shape[-1])
-    out = np.empty((flat.shape[0], matrix.shape[0]), dtype=_F32)
-    for start in range(0, flat.shape[0], chunk):
-        block = flat[start : start + chunk]
-        out[start : start + chunk] = ordered_dot(block[:, None, :], matrix[None, :, :])
-    return out.reshape(lead + (matrix.shape[0],))
+    pad = (-d) % LANES
+    chunks = (d + pad) // LANES
+    mat = np.pad(matrix, ((0, 0), (0, pad))).reshape(m, chunks, LANES)
+    flat = np.pad(x.reshape(-1, d), ((0, 0), (0, pad))).reshape(-1, chunks, LANES)
+    out = np.empty((flat.shape[0], m), dtype=_F32)
+    block = max(1, block_elements // (m * LANES))
+    for start in range(0, flat.shape[0], block):
+        xb = flat[start : start + block]
+        acc = mat[None, :, 0, :] * xb[:, None, 0, :]
+        for c in range(1, chunks):
+            acc += mat[None, :, c, :] * xb[:, None, c, :]
+        out[start : start + block] = _butterfly(acc)
+    return out.reshape(lead + (m,))
