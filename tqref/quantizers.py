@@ -98,6 +98,18 @@ def _store_norms(name: str, norms: np.ndarray, norm_dtype: str) -> np.ndarray:
     return norms.astype(np.dtype(norm_dtype))
 
 
+def on_device(x) -> bool:
+    """True for GPU arrays: ``__cuda_array_interface__`` (CuPy, Numba, torch CUDA) or DLPack on CUDA."""
+    if isinstance(x, np.ndarray):
+        return False
+    if hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host"):  # + Numba (simulator) arrays
+        return True
+    try:
+        return int(x.__dlpack_device__()[0]) in (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+    except Exception:
+        return False
+
+
 class _Quantizer:
     """Shared parts of the two quantizers: configuration, validation, backend dispatch."""
 
@@ -128,6 +140,16 @@ class _Quantizer:
     def _rows(self, x, name="x"):
         x32 = v.as_float32_rows(name, x, self.dim)
         return x32.reshape(-1, self.dim), x32.shape[:-1]
+
+    def _device(self, name: str):
+        """The CUDA backend module for GPU-resident arrays (which never visit the host)."""
+        if self.backend.name != "cuda":
+            raise ValueError(f"{name}: a GPU array needs backend='cuda', this quantizer uses {self.backend.name!r}")
+        if self.config.norm_dtype != "float32":
+            raise ValueError("norm_dtype: GPU-resident codes keep float32 norms; use norm_dtype='float32'")
+        import importlib
+
+        return importlib.import_module("tqref.backends.cuda")
 
     def _check_config(self, codes):
         if codes.config != self.config:
@@ -161,15 +183,24 @@ class TurboQuantMSE(_Quantizer):
                          norm_dtype=norm_dtype, backend=backend)
 
     def quantize(self, x) -> MSECodes:
-        """x float16/32/64 (..., dim) -> MSECodes with indices (..., nbytes), norms (...)."""
+        """x float16/32/64 (..., dim) -> MSECodes with indices (..., nbytes), norms (...).
+
+        A GPU array (float32, (n, dim)) with backend="cuda" stays on the device: the codes
+        then hold device arrays (CuPy when installed).
+        """
+        if on_device(x):
+            packed, norms = self._device("x").mse_quantize_device(x, self.plan)
+            return MSECodes(packed, norms, self.config)
         rows, lead = self._rows(x)
         packed, norms = self.backend.mse_quantize(rows, self.plan)
         norms = _store_norms("norm", norms, self.config.norm_dtype)
         return MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.config)
 
     def dequantize(self, codes: MSECodes) -> np.ndarray:
-        """MSECodes -> float32 (..., dim)."""
+        """MSECodes -> float32 (..., dim) (a device array for GPU-resident codes)."""
         self._check_config(codes)
+        if on_device(codes.indices):
+            return self._device("codes").mse_dequantize_device(codes.indices, codes.norms, self.plan)
         packed, norms, lead = self._check_mse_arrays(codes)
         return self.backend.mse_dequantize(packed, norms, self.plan).reshape(lead + (self.dim,))
 
@@ -206,7 +237,13 @@ class TurboQuantProd(_Quantizer):
         self.mse_config = dataclasses.replace(self.config, kind="mse", bits=bits - 1, projection=None)
 
     def quantize(self, x) -> ProdCodes:
-        """x (..., dim) -> ProdCodes (mse stage, packed signs, residual norms γ)."""
+        """x (..., dim) -> ProdCodes (mse stage, packed signs, residual norms γ).
+
+        GPU arrays with backend="cuda" stay on the device, as for TurboQuantMSE.
+        """
+        if on_device(x):
+            packed, norms, signs, gammas = self._device("x").prod_quantize_device(x, self.plan)
+            return ProdCodes(MSECodes(packed, norms, self.mse_config), signs, gammas, self.config)
         rows, lead = self._rows(x)
         packed, norms, signs, gammas = self.backend.prod_quantize(rows, self.plan)
         norms = _store_norms("norm", norms, self.config.norm_dtype)
@@ -229,7 +266,11 @@ class TurboQuantProd(_Quantizer):
         return packed, norms, signs.reshape(-1, signs.shape[-1]), gammas.reshape(-1).astype(np.float32), lead
 
     def dequantize(self, codes: ProdCodes) -> np.ndarray:
-        """ProdCodes -> float32 (..., dim)."""
+        """ProdCodes -> float32 (..., dim) (a device array for GPU-resident codes)."""
+        if on_device(codes.signs):
+            self._check_config(codes)
+            return self._device("codes").prod_dequantize_device(
+                codes.mse.indices, codes.mse.norms, codes.signs, codes.residual_norms, self.plan)
         packed, norms, signs, gammas, lead = self._arrays(codes)
         return self.backend.prod_dequantize(packed, norms, signs, gammas, self.plan).reshape(lead + (self.dim,))
 
