@@ -9,6 +9,7 @@ Public API (everything else may change):
     backends()                         names of the backends available here
 """
 
+from .reference.cache import KVCache
 from .quantizers import MSECodes, ProdCodes, TurboQuantMSE, TurboQuantProd, lloyd_max, pack_bits, unpack_bits
 
 __version__ = "0.1.0"
@@ -24,5 +25,5 @@ def backends() -> list:
 
 __all__ = [
     "TurboQuantMSE", "TurboQuantProd", "MSECodes", "ProdCodes", "lloyd_max", "pack_bits",
-    "unpack_bits", "backends", "__version__",
+    "unpack_bits", "backends", "KVCache", "__version__",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference import estimators, mse, prod
+from ..reference import attention, estimators, mse, prod
 
 CHUNK_ROWS = 2048
 
@@ -44,3 +44,54 @@ class ReferenceBackend:
 
     def prod_inner_product(self, queries, packed, norms, signs, gammas, plan):
         return estimators.prod_inner_product(queries, packed, norms, signs, gammas, plan)
+
+    def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
+               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal):
+        """Softmax attention over a compressed KV cache, entirely in the rotated domain.
+
+        This signature is the contract every backend's ``attend`` follows (numba, cuda).
+        Arguments are validated by the caller (:class:`tqref.KVCache`); a backend may assume
+        the shapes, dtypes and values below and must not write to any input.
+
+        Shapes: B batch, H kv heads, G = ``group_size`` query heads per kv head, A = H·G,
+        Lq query positions, T cached positions (T ≥ 1), d = head_dim.
+
+        Args:
+            q_rot: float32 (B, A, Lq, d), finite — the queries already rotated by the key
+                plan's rotation (``estimators.rotate_queries(q, key_plan)``).
+            key_indices: uint8 (B, H, T, ceil(d·key_plan.bits/8)) — packed mse-stage codes of
+                the keys (packing.py layout; key_plan.bits is the mse-stage width, i.e.
+                key bits − 1 in prod mode).
+            key_norms: float32 (B, H, T) — ‖k_t‖.
+            value_indices: uint8 (B, H, T, ceil(d·value_plan.bits/8)) — packed value codes.
+            value_norms: float32 (B, H, T) — ‖v_t‖.
+            key_plan, value_plan: :class:`tqref.reference.plan.Plan` of the keys (kind "mse"
+                or "prod") and of the values (kind "mse"); they share one rotation.
+            key_signs: uint8 (B, H, T, ceil(d/8)) QJL sign bits, prod plans only, else None.
+            key_gammas: float32 (B, H, T) QJL residual norms γ (unit scale), prod only, else None.
+            scale: float > 0 multiplying the raw score estimates before the softmax (the
+                caller folds 1/α into it for the debiased mse estimator).
+            value_scale: float multiplying the output (1.0 unless values are debiased).
+            group_size: G ≥ 1; attention head a reads kv head a // G.
+            causal: when True and Lq > 1, query i (absolute position T − Lq + i) sees keys
+                0 .. T − Lq + i only (the caller guarantees Lq ≤ T); when False, or Lq == 1,
+                every query sees all T keys.
+
+        Array inputs may be non-contiguous views (the cache passes the used part of its
+        storage, ``array[:, :, :T]``); copy them if a kernel needs contiguous memory.
+
+        Computes, for every (b, a, i):
+            s_t = ‖k_t‖ · ⟨q_rot, c[idx_t]⟩                      (mse key plan)
+            s_t = ‖k_t‖ · (⟨q_rot, c[idx_t]⟩ + κ γ_t ⟨S q_rot, z_t⟩)   (prod key plan;
+                  S = key_plan.projection, κ = key_plan.qjl_scale, z = 2·bit − 1)
+            w   = softmax(scale · s) over the visible keys (masked keys weigh exactly 0)
+            out = value_scale · Σ_t w_t ‖v_t‖ c_v[idx_{v,t}]
+
+        Returns:
+            float32 (B, A, Lq, d): the output **in the value plan's rotated domain**; the
+            caller applies Πᵀ once (``rotation.rotate_inverse``). Float output: backends
+            agree with this reference within a tolerance, not bit for bit.
+        """
+        return attention.attend(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan,
+                                value_plan, key_signs=key_signs, key_gammas=key_gammas, scale=scale,
+                                value_scale=value_scale, group_size=group_size, causal=causal)

@@ -1,0 +1,9 @@
+"""Fixtures of the KV-cache tests (helpers live in cache_helpers.py)."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,1 @@
+"""Measurements built on the reference (not part of the normative reference itself)."""

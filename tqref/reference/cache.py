@@ -1,0 +1,448 @@
+"""A compressed key/value cache with the semantics of turboquant-rs's ``TqCache`` (docs/kv-cache.md).
+
+One :class:`KVCache` holds, for each layer, the TurboQuant codes of every cached key and value
+vector, and answers the two questions an inference loop asks:
+
+* ``prefill`` / ``decode`` — append new K/V and return the whole cache dequantized (plus, in
+  prod mode, the QJL logit bias), exactly the contract of the seed's ``CompressedKVCache``
+  trait, so the cache can stand in for it;
+* ``attend`` — softmax attention computed from the codes themselves (reference/attention.py):
+  rotate the queries once, score against packed codes, softmax, accumulate values in the
+  rotated domain, rotate the output back once. Dequantized keys never exist.
+
+Modes (keys; values are always TurboQuant_mse with ``value_bits``):
+
+* ``"mse"`` — all ``key_bits`` go to the mse stage (Algorithm 1). The plain estimator is
+  shrunk by α = 1 − D (a softmax temperature); ``debiased=True`` divides scores by α.
+* ``"prod"`` — the paper's Algorithm 2: ``key_bits − 1`` mse bits plus a 1-bit QJL sketch of
+  the residual; the QJL term is the *logit bias*.
+
+Seeds. One ``seed`` defines one rotation Π (shared by keys and values, every layer and every
+head) and, in prod mode, one projection S. Every vector is quantized independently, so
+per-head seeds would not change any vector's error distribution; one Π lets a query be
+rotated once for all heads and lets the output come back with one Πᵀ, and a kernel keeps a
+single S. This is what turboquant-rs does (one sign pattern, QJL seed 12345); unlike it, the
+seed here really changes the rotation (bug B1 does not apply: prng.py).
+
+Storage (per layer, allocated on the first append, B = batch, H = num_kv_heads, C = capacity):
+
+    key_indices    uint8      (B, H, C, ceil(d·mse_bits/8))   mse-stage codes (packing.py)
+    key_norms      norm_dtype (B, H, C)                        ‖k‖
+    key_signs      uint8      (B, H, C, ceil(d/8))             prod only: QJL sign bits
+    key_gammas     norm_dtype (B, H, C)                        prod only: γ = ‖residual‖ (unit scale)
+    value_indices  uint8      (B, H, C, ceil(d·value_bits/8))
+    value_norms    norm_dtype (B, H, C)
+
+Positions 0 .. seq_len − 1 of axis 2 are in use. Growth (amortised): when an append needs
+n > C slots, every array of the layer is reallocated with capacity n + max(n // 4, 128) and
+the used part copied; capacity grows by at least 25 % each time, so a sequence of appends
+costs O(total) copies. ``memory_usage()`` counts the used part only (exactly the bytes of
+the arrays :meth:`KVCache.stored` returns); ``capacity_bytes()`` counts what is allocated.
+
+Validation happens before anything is written: a rejected call leaves the cache unchanged.
+Not thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _validate as v
+from .. import backends
+from . import attention, codebook as cb, estimators, packing, qjl
+from . import rotation as rot
+from .plan import NORM_DTYPES, Config, make_plan
+
+MODES = ("mse", "prod")
+#: growth rule: new capacity = needed + max(needed // GROWTH_DIVISOR, GROWTH_MIN)
+GROWTH_MIN = 128
+GROWTH_DIVISOR = 4
+_F32 = np.float32
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+class DequantResult(NamedTuple):
+    """What ``prefill`` and ``decode`` return (the seed's ``DequantResult``).
+
+    k: (B, H, T, d) in the dtype of the appended ``k`` — the dequantized keys of the whole
+       layer (mse stage; divided by α when ``debiased``).
+    v: (B, H, T, d) in the dtype of the appended ``v`` — the dequantized values.
+    logit_bias: prod mode: (B, A, Lq, T) in q's dtype, the QJL correction in raw dot-product
+       units (not multiplied by the softmax scale), so that ``scale · (q @ kᵀ + logit_bias)``
+       are the cache's logits; None in mse mode. Not causally masked.
+    """
+
+    k: np.ndarray
+    v: np.ndarray
+    logit_bias: np.ndarray | None
+
+
+def grown_capacity(needed: int, capacity: int) -> int:
+    """Capacity after making room for ``needed`` positions (unchanged if it fits)."""
+    if needed <= capacity:
+        return capacity
+    return needed + max(needed // GROWTH_DIVISOR, GROWTH_MIN)
+
+
+class _Layer:
+    __slots__ = ("arrays", "seq", "capacity")
+
+    def __init__(self):
+        self.arrays: dict = {}
+        self.seq = 0
+        self.capacity = 0
+
+
+class KVCache:
+    """Compressed per-layer KV cache (TqCache semantics) with attention over the codes.
+
+    Args:
+        num_layers, num_kv_heads: ≥ 1. head_dim: ≥ 2 (any value; non powers of two use the
+            overlapping-block Hadamard rotation).
+        key_bits: total bits per key coordinate — 1..8 in mse mode, 2..9 in prod mode
+            (key_bits − 1 mse bits + 1 QJL bit).
+        value_bits: 1..8 (values are always TurboQuant_mse).
+        mode: "mse" or "prod".
+        seed: one rotation (and projection) for the whole cache; see the module docstring.
+        debiased: mse mode only — divide key scores by α_k (unbiased inner products).
+        debiased_values: divide the value reconstruction by α_v (unbiased values; see
+            docs/kv-cache.md for when this lowers the output error).
+        projection: prod mode only — "gaussian" (paper, the default), "orthogonal" or
+            "rademacher" (qjl.py).
+        rotation: "hadamard" (default) or "haar". codebook: "beta" or "gaussian".
+        norm_dtype: "float32" (default) or "float16" for the stored norms and γ.
+        backend: backend name for quantization and attention ("reference", "numba", ...).
+    """
+
+    def __init__(self, num_layers, num_kv_heads, head_dim, *, key_bits, value_bits, mode="mse", seed=0,
+                 debiased=False, debiased_values=False, projection=None, rotation="hadamard",
+                 codebook="beta", norm_dtype="float32", backend="reference"):
+        self.num_layers = v.check_int("num_layers", num_layers, 1)
+        self.num_kv_heads = v.check_int("num_kv_heads", num_kv_heads, 1)
+        self.head_dim = v.check_int("head_dim", head_dim, 2)
+        self.mode = v.check_choice("mode", mode, MODES)
+        low, high = (2, 9) if mode == "prod" else (1, 8)
+        key_bits = v.check_int("key_bits", key_bits, low, high)
+        value_bits = v.check_int("value_bits", value_bits, 1, 8)
+        seed = v.check_int("seed", seed, 0, 2**64 - 1)
+        v.check_choice("rotation", rotation, rot.ROTATIONS)
+        v.check_choice("codebook", codebook, cb.LAWS)
+        v.check_choice("norm_dtype", norm_dtype, NORM_DTYPES)
+        for name, flag in (("debiased", debiased), ("debiased_values", debiased_values)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        if mode == "prod":
+            if debiased:
+                raise ValueError("debiased: expected False in mode='prod' (the prod estimator is already "
+                                 "unbiased), got True")
+            projection = "gaussian" if projection is None else projection
+            v.check_choice("projection", projection, qjl.PROJECTIONS)
+        elif projection is not None:
+            raise ValueError(f"projection: expected None in mode='mse' (no QJL stage), got {projection!r}")
+        self.debiased = bool(debiased)
+        self.debiased_values = bool(debiased_values)
+        self.key_config = Config(mode, self.head_dim, key_bits, seed, rotation, codebook, projection, norm_dtype)
+        self.value_config = Config("mse", self.head_dim, value_bits, seed, rotation, codebook, None, norm_dtype)
+        self.key_plan = make_plan(self.key_config)
+        self.value_plan = make_plan(self.value_config)
+        self.norm_dtype = np.dtype(norm_dtype)
+        self.backend = backends.get(backend)
+        #: α = E[estimate]/truth of the plain mse stage (codebook.shrinkage); debiasing divides by it
+        self.key_alpha = cb.shrinkage(self.key_plan.codebook)
+        self.value_alpha = cb.shrinkage(self.value_plan.codebook)
+        self._layers = [_Layer() for _ in range(self.num_layers)]
+        self.batch_size = None  # fixed by the first append, cleared by reset()
+
+    # ------------------------------------------------------------------ description
+    key_bits = property(lambda self: self.key_config.bits)
+    value_bits = property(lambda self: self.value_config.bits)
+
+    def __repr__(self) -> str:
+        c = self.key_config
+        extra = f", projection={c.projection!r}" if self.mode == "prod" else f", debiased={self.debiased}"
+        return (f"KVCache(num_layers={self.num_layers}, num_kv_heads={self.num_kv_heads}, "
+                f"head_dim={self.head_dim}, key_bits={c.bits}, value_bits={self.value_bits}, "
+                f"mode={self.mode!r}{extra}, seed={c.seed}, rotation={c.rotation!r}, "
+                f"codebook={c.codebook!r}, norm_dtype={c.norm_dtype!r}, backend={self.backend.name!r})")
+
+    def layout(self) -> list:
+        """(name, dtype, row shape) of every stored array per layer, in storage order (module docstring)."""
+        d = self.head_dim
+        fields = [("key_indices", np.dtype(np.uint8), (packing.packed_size(d, self.key_plan.bits),)),
+                  ("key_norms", self.norm_dtype, ())]
+        if self.mode == "prod":
+            fields += [("key_signs", np.dtype(np.uint8), (packing.packed_size(d, 1),)),
+                       ("key_gammas", self.norm_dtype, ())]
+        fields += [("value_indices", np.dtype(np.uint8), (packing.packed_size(d, self.value_plan.bits),)),
+                   ("value_norms", self.norm_dtype, ())]
+        return fields
+
+    def bytes_per_token(self) -> int:
+        """Stored bytes per (batch element, kv head, position) for keys and values together."""
+        return sum(dt.itemsize * math.prod(row) for _, dt, row in self.layout())
+
+    # ------------------------------------------------------------------ validation
+    def _check_layer(self, layer) -> int:
+        return v.check_int("layer", layer, 0, self.num_layers - 1)
+
+    def _check_tensor(self, name: str, x, heads_name: str):
+        """A finite float array (B, heads, S, head_dim) -> float32 copy; heads checked by caller."""
+        x = np.asarray(x)
+        if x.dtype.type not in v.FLOAT_DTYPES:
+            raise ValueError(f"{name}: expected dtype float16, float32 or float64, got {x.dtype}")
+        if x.ndim != 4:
+            raise ValueError(f"{name}: expected 4 dimensions (batch, {heads_name}, seq, head_dim), "
+                             f"got shape {x.shape}")
+        if x.shape[3] != self.head_dim:
+            raise ValueError(f"{name}: expected head_dim={self.head_dim} on the last axis, got {x.shape[3]} "
+                             f"(shape {x.shape})")
+        if x.shape[0] < 1 or x.shape[2] < 1:
+            raise ValueError(f"{name}: expected batch >= 1 and seq >= 1, got shape {x.shape}")
+        if self.batch_size is not None and x.shape[0] != self.batch_size:
+            raise ValueError(f"{name}: expected batch={self.batch_size} (the cache's batch size), got "
+                             f"{x.shape[0]} (shape {x.shape})")
+        return v.as_float32_rows(name, x, self.head_dim), x.dtype
+
+    def _check_kv(self, k, v_):
+        k32, k_dtype = self._check_tensor("k", k, "num_kv_heads")
+        if k32.shape[1] != self.num_kv_heads:
+            raise ValueError(f"k: expected num_kv_heads={self.num_kv_heads} on axis 1, got {k32.shape[1]} "
+                             f"(shape {k32.shape})")
+        v32, v_dtype = self._check_tensor("v", v_, "num_kv_heads")
+        if v32.shape != k32.shape:
+            raise ValueError(f"v: expected the shape of k {k32.shape}, got {v32.shape}")
+        return k32, v32, k_dtype, v_dtype
+
+    def _check_q(self, q, batch: int):
+        q32, q_dtype = self._check_tensor("q", q, "num_attention_heads")
+        if q32.shape[0] != batch:
+            raise ValueError(f"q: expected batch={batch} (the batch of k and v), got {q32.shape[0]}")
+        heads = q32.shape[1]
+        if heads % self.num_kv_heads:
+            raise ValueError(f"q: expected a number of attention heads that is a multiple of "
+                             f"num_kv_heads={self.num_kv_heads}, got {heads} (shape {q32.shape})")
+        return q32, q_dtype, heads // self.num_kv_heads
+
+    # ------------------------------------------------------------------ quantization
+    def _store_norms(self, name: str, what: str, norms: np.ndarray) -> np.ndarray:
+        """float32 (B, H, S) -> stored dtype, rejecting values the dtype cannot hold."""
+        bad = ~np.isfinite(norms)
+        reason = "fits float32"
+        if self.norm_dtype == np.float16:
+            with np.errstate(over="ignore"):
+                bad |= (norms > _F16_MAX) | ((norms > 0) & (norms.astype(np.float16) == 0))
+            reason = "is representable in float16 (norm_dtype='float16')"
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}: expected vectors whose {what} {reason}, got {float(norms[pos]):.6g} at "
+                             f"(batch, head, position) {pos}")
+        return norms.astype(self.norm_dtype)
+
+    def _quantize(self, k32: np.ndarray, v32: np.ndarray) -> dict:
+        """Codes of new positions, name -> (B, H, S, ...) arrays, without touching the cache."""
+        lead = k32.shape[:3]
+        d = self.head_dim
+        out = {}
+        k_rows = k32.reshape(-1, d)
+        if self.mode == "prod":
+            packed, norms, signs, gammas = self.backend.prod_quantize(k_rows, self.key_plan)
+            out["key_signs"] = signs.reshape(lead + signs.shape[-1:])
+            out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(gammas, _F32).reshape(lead))
+        else:
+            packed, norms = self.backend.mse_quantize(k_rows, self.key_plan)
+        out["key_indices"] = packed.reshape(lead + packed.shape[-1:])
+        out["key_norms"] = self._store_norms("k", "norm", np.asarray(norms, _F32).reshape(lead))
+        packed, norms = self.backend.mse_quantize(v32.reshape(-1, d), self.value_plan)
+        out["value_indices"] = packed.reshape(lead + packed.shape[-1:])
+        out["value_norms"] = self._store_norms("v", "norm", np.asarray(norms, _F32).reshape(lead))
+        return out
+
+    def _commit(self, layer: int, new: dict, batch: int) -> None:
+        """Write validated codes at the end of ``layer`` (grows storage when needed)."""
+        lay = self._layers[layer]
+        count = new["key_norms"].shape[2]
+        needed = lay.seq + count
+        capacity = grown_capacity(needed, lay.capacity)
+        if capacity != lay.capacity:
+            for name, dtype, row in self.layout():
+                grown = np.zeros((batch, self.num_kv_heads, capacity) + row, dtype=dtype)
+                if lay.seq:
+                    grown[:, :, : lay.seq] = lay.arrays[name][:, :, : lay.seq]
+                lay.arrays[name] = grown
+            lay.capacity = capacity
+        for name, _, _ in self.layout():
+            lay.arrays[name][:, :, lay.seq : needed] = new[name]
+        lay.seq = needed
+        self.batch_size = batch
+
+    # ------------------------------------------------------------------ public API
+    def append(self, layer, k, v) -> None:
+        """Quantize and append k, v: float16/32/64 (batch, num_kv_heads, seq, head_dim), finite.
+
+        k and v have the same shape; batch is fixed by the first append after construction or
+        :meth:`reset`. Nothing is stored unless every check passes.
+        """
+        layer = self._check_layer(layer)
+        k32, v32, _, _ = self._check_kv(k, v)
+        self._commit(layer, self._quantize(k32, v32), k32.shape[0])
+
+    def prefill(self, layer, k, v, q) -> DequantResult:
+        """Append k, v, then return the whole layer dequantized (and the logit bias for q).
+
+        q: float (batch, num_attention_heads, q_len, head_dim), attention heads a multiple of
+        num_kv_heads. Unlike turboquant-rs (bug B7), the first prefill also returns the
+        *dequantized* K/V, never the raw input, so ``q @ Kᵀ + logit_bias`` is the cache's
+        estimate on every call. See :class:`DequantResult` for shapes and dtypes.
+        """
+        layer = self._check_layer(layer)
+        k32, v32, k_dtype, v_dtype = self._check_kv(k, v)
+        q32, q_dtype, group = self._check_q(q, k32.shape[0])
+        self._commit(layer, self._quantize(k32, v32), k32.shape[0])
+        keys, values = self._dequantize(layer)
+        with np.errstate(over="ignore"):
+            keys, values = keys.astype(k_dtype, copy=False), values.astype(v_dtype, copy=False)
+            bias = None
+            if self.mode == "prod":
+                bias = self._bias(layer, q32, group).astype(q_dtype, copy=False)
+        return DequantResult(keys, values, bias)
+
+    def decode(self, layer, k, v, q) -> DequantResult:
+        """Same as :meth:`prefill` (the seed's ``decode`` returns ``Dequantized`` for TqCache).
+
+        For the attention output without dequantizing, use :meth:`attend` after :meth:`append`.
+        """
+        return self.prefill(layer, k, v, q)
+
+    def seq_len(self, layer) -> int:
+        """Number of cached positions of ``layer`` (out-of-range layers are an error)."""
+        return self._layers[self._check_layer(layer)].seq
+
+    def capacity(self, layer) -> int:
+        """Allocated positions of ``layer`` (≥ seq_len)."""
+        return self._layers[self._check_layer(layer)].capacity
+
+    def reset(self) -> None:
+        """Drop every layer's storage (capacity back to 0) and forget the batch size."""
+        self._layers = [_Layer() for _ in range(self.num_layers)]
+        self.batch_size = None
+
+    def stored(self, layer) -> dict:
+        """The used part of ``layer``'s storage: name -> read-only view (B, H, seq_len, ...).
+
+        Empty dict for a layer that holds nothing. Names and dtypes: module docstring.
+        """
+        lay = self._layers[self._check_layer(layer)]
+        views = {}
+        for name, _, _ in self.layout():
+            if name in lay.arrays:
+                view = lay.arrays[name][:, :, : lay.seq]
+                view.flags.writeable = False
+                views[name] = view
+        return views
+
+    def memory_usage(self) -> int:
+        """Bytes of codes actually stored: Σ over layers of the ``stored(layer)`` arrays' nbytes.
+
+        Equals batch · num_kv_heads · Σ_layers seq_len · :meth:`bytes_per_token`.
+        """
+        return sum(view.nbytes for layer in range(self.num_layers) for view in self.stored(layer).values())
+
+    def capacity_bytes(self) -> int:
+        """Bytes allocated (used + spare capacity) over every layer's arrays."""
+        return sum(arr.nbytes for lay in self._layers for arr in lay.arrays.values())
+
+    # ------------------------------------------------------------------ reading back
+    def _require(self, layer: int) -> _Layer:
+        lay = self._layers[layer]
+        if lay.seq == 0:
+            raise ValueError(f"layer: expected a layer holding cached positions, got layer {layer} with "
+                             f"seq_len 0")
+        return lay
+
+    def _f32(self, layer: int) -> dict:
+        """Used views, norms and γ as float32 (float16 -> float32 is exact)."""
+        views = self.stored(layer)
+        for name in ("key_norms", "key_gammas", "value_norms"):
+            if name in views:
+                views[name] = views[name].astype(_F32, copy=False)
+        return views
+
+    def _dequantize(self, layer: int):
+        a = self._f32(layer)
+        lead = a["key_norms"].shape
+        d = self.head_dim
+        kb, vb = a["key_indices"].shape[-1], a["value_indices"].shape[-1]
+        keys = self.backend.mse_dequantize(np.ascontiguousarray(a["key_indices"]).reshape(-1, kb),
+                                           a["key_norms"].reshape(-1), self.key_plan).reshape(lead + (d,))
+        values = self.backend.mse_dequantize(np.ascontiguousarray(a["value_indices"]).reshape(-1, vb),
+                                             a["value_norms"].reshape(-1), self.value_plan).reshape(lead + (d,))
+        if self.debiased:
+            keys = keys * _F32(1.0 / self.key_alpha)
+        if self.debiased_values:
+            values = values * _F32(1.0 / self.value_alpha)
+        return keys.astype(_F32, copy=False), values.astype(_F32, copy=False)
+
+    def dequantize(self, layer):
+        """(K, V) float32 (B, H, seq_len, head_dim) of ``layer``.
+
+        K is the mse-stage reconstruction (divided by α_k when ``debiased``); in prod mode the
+        QJL part is not in K but in :meth:`logit_bias`. V is divided by α_v when
+        ``debiased_values``.
+        """
+        layer = self._check_layer(layer)
+        self._require(layer)
+        return self._dequantize(layer)
+
+    def _bias(self, layer: int, q32: np.ndarray, group: int) -> np.ndarray:
+        a = self._f32(layer)
+        q_rot = estimators.rotate_queries(q32.reshape(-1, self.head_dim), self.key_plan).reshape(q32.shape)
+        return attention.qjl_bias(q_rot, a["key_signs"], a["key_gammas"], a["key_norms"], self.key_plan,
+                                  group_size=group)
+
+    def logit_bias(self, layer, q):
+        """prod mode: the QJL logit bias float32 (B, A, Lq, seq_len) for q; mse mode: None."""
+        layer = self._check_layer(layer)
+        self._require(layer)
+        q32, _, group = self._check_q(q, self.batch_size)
+        return self._bias(layer, q32, group) if self.mode == "prod" else None
+
+    def attend(self, layer, q, *, scale=None, causal=True) -> np.ndarray:
+        """Attention output over the compressed ``layer``, float32 (B, A, Lq, head_dim).
+
+        q: float (B, A, Lq, head_dim), A a multiple of num_kv_heads (head a reads kv head
+        a // (A / num_kv_heads)). scale: softmax scale, default 1/sqrt(head_dim). causal: with
+        Lq > 1 the queries are the last Lq positions of the layer (query i sees keys
+        0 .. seq_len − Lq + i); Lq must then be ≤ seq_len. Computed by the backend's
+        ``attend`` (reference/attention.py) from the codes; keys are never dequantized.
+        """
+        layer = self._check_layer(layer)
+        lay = self._require(layer)
+        q32, _, group = self._check_q(q, self.batch_size)
+        if scale is None:
+            scale = 1.0 / math.sqrt(self.head_dim)
+        ok = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
+        if not ok or not math.isfinite(float(scale)) or float(scale) <= 0:
+            raise ValueError(f"scale: expected a finite number > 0 or None, got {scale!r}")
+        if not isinstance(causal, (bool, np.bool_)):
+            raise ValueError(f"causal: expected True or False, got {causal!r}")
+        lq = q32.shape[2]
+        if causal and lq > lay.seq:
+            raise ValueError(f"q: expected at most seq_len={lay.seq} query positions with causal=True "
+                             f"(queries are the last positions of the layer), got {lq}")
+        fn = getattr(self.backend, "attend", None)
+        if fn is None:
+            raise ValueError(f"backend: {self.backend.name!r} has no attend(); use backend='reference'")
+        a = self._f32(layer)
+        q_rot = estimators.rotate_queries(q32.reshape(-1, self.head_dim), self.key_plan).reshape(q32.shape)
+        eff_scale = float(scale) / self.key_alpha if self.debiased else float(scale)
+        value_scale = 1.0 / self.value_alpha if self.debiased_values else 1.0
+        out_rot = fn(q_rot, a["key_indices"], a["key_norms"], a["value_indices"], a["value_norms"],
+                     self.key_plan, self.value_plan, key_signs=a.get("key_signs"),
+                     key_gammas=a.get("key_gammas"), scale=eff_scale, value_scale=value_scale,
+                     group_size=group, causal=bool(causal))
+        out = rot.rotate_inverse(np.asarray(out_rot, _F32).reshape(-1, self.head_dim),
+                                      self.value_plan.rotation, self.value_plan.seed)
+        return out.reshape(q32.shape).astype(_F32, copy=False)
