@@ -4,6 +4,7 @@ Public API (everything else may change):
 
     TurboQuantMSE, TurboQuantProd      quantizers (paper Algorithms 1 and 2)
     MSECodes, ProdCodes                their outputs
+    KVCache                            compressed KV cache (TqCache semantics) with attend()
     lloyd_max                          Lloyd–Max codebooks (exact marginal or Gaussian)
     pack_bits, unpack_bits             the LSB-first bit-stream layout
     backends()                         names of the backends available here

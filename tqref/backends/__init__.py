@@ -2,7 +2,8 @@
 
 A backend is an object with the methods of :class:`tqref.backends.reference.ReferenceBackend`
 (mse_quantize, mse_dequantize, prod_quantize, prod_dequantize, mse_inner_product,
-prod_inner_product), each taking validated float32 arrays and a
+prod_inner_product, attend — the KV cache's attention over packed codes), each taking
+validated float32 arrays and a
 :class:`tqref.reference.plan.Plan`. Backends load lazily; asking for one that cannot load is
 an error naming the reason — never a silent fallback. ``"auto"`` is the explicit request
 "the fastest available": cuda (never the CUDA simulator), then numba, then reference.
