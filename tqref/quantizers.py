@@ -29,6 +29,7 @@ from .reference.plan import NORM_DTYPES, Config, make_plan
 MSE_BITS = (1, 8)
 PROD_BITS = (2, 9)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # smallest normal float16, 6.1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +87,13 @@ def _store_norms(name: str, norms: np.ndarray, norm_dtype: str) -> np.ndarray:
         raise ValueError(f"x: expected vectors whose {name} fits float32, got an overflow at row {row}")
     if norm_dtype == "float16":
         too_big = norms > FLOAT16_MAX
-        with np.errstate(over="ignore"):
-            lost = (norms > 0) & (norms.astype(np.float16) == 0)
+        lost = (norms > 0) & (norms < FLOAT16_TINY)  # subnormal or zero: precision lost
         if too_big.any() or lost.any():
             bad = too_big | lost
             row = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
-                f"x: expected {name}s representable in float16 (norm_dtype='float16'), got "
+                f"x: expected {name}s in float16's normal range [{FLOAT16_TINY:.3g}, {FLOAT16_MAX:.0f}] "
+                f"(norm_dtype='float16'), got "
                 f"{float(norms[row]):.6g} at row {row}; use norm_dtype='float32'"
             )
     return norms.astype(np.dtype(norm_dtype))
@@ -151,6 +152,29 @@ class _Quantizer:
 
         return importlib.import_module("tqref.backends.cuda")
 
+    def _device_rows(self, x):
+        """Validate a GPU array x (n, dim) float32 on the device; returns the cuda module.
+
+        Shape and dtype are checked from metadata; finiteness with one device reduction
+        when CuPy is installed (a Numba-only device array is not scanned: documented).
+        """
+        cuda_backend = self._device("x")
+        shape, dtype = tuple(x.shape), np.dtype(str(x.dtype).replace("torch.", ""))
+        if len(shape) != 2 or shape[1] != self.dim:
+            raise ValueError(f"x: expected a GPU array of shape (n, {self.dim}), got {shape}")
+        if dtype != np.float32:
+            raise ValueError(f"x: expected a float32 GPU array, got {dtype}")
+        cp = cuda_backend.cupy_module()
+        if cp is not None and not bool(cp.isfinite(cp.asarray(x)).all()):
+            raise ValueError("x: expected finite values, got NaN or inf in a GPU array")
+        return cuda_backend
+
+    @staticmethod
+    def _device_norms_finite(cuda_backend, norms) -> None:
+        cp = cuda_backend.cupy_module()
+        if cp is not None and not bool(cp.isfinite(norms).all()):
+            raise ValueError("x: expected vectors whose norm fits float32, got an overflow in a GPU array")
+
     def _check_config(self, codes):
         if codes.config != self.config:
             mine, theirs = self.config.to_dict(), codes.config.to_dict()
@@ -189,7 +213,9 @@ class TurboQuantMSE(_Quantizer):
         then hold device arrays (CuPy when installed).
         """
         if on_device(x):
-            packed, norms = self._device("x").mse_quantize_device(x, self.plan)
+            dev = self._device_rows(x)
+            packed, norms = dev.mse_quantize_device(x, self.plan)
+            self._device_norms_finite(dev, norms)
             return MSECodes(packed, norms, self.config)
         rows, lead = self._rows(x)
         packed, norms = self.backend.mse_quantize(rows, self.plan)
@@ -242,7 +268,9 @@ class TurboQuantProd(_Quantizer):
         GPU arrays with backend="cuda" stay on the device, as for TurboQuantMSE.
         """
         if on_device(x):
-            packed, norms, signs, gammas = self._device("x").prod_quantize_device(x, self.plan)
+            dev = self._device_rows(x)
+            packed, norms, signs, gammas = dev.prod_quantize_device(x, self.plan)
+            self._device_norms_finite(dev, norms)
             return ProdCodes(MSECodes(packed, norms, self.mse_config), signs, gammas, self.config)
         rows, lead = self._rows(x)
         packed, norms, signs, gammas = self.backend.prod_quantize(rows, self.plan)
@@ -269,6 +297,8 @@ class TurboQuantProd(_Quantizer):
         """ProdCodes -> float32 (..., dim) (a device array for GPU-resident codes)."""
         if on_device(codes.signs):
             self._check_config(codes)
+            if codes.mse.config != self.mse_config:
+                raise ValueError("codes.mse: made by a quantizer with another configuration")
             return self._device("codes").prod_dequantize_device(
                 codes.mse.indices, codes.mse.norms, codes.signs, codes.residual_norms, self.plan)
         packed, norms, signs, gammas, lead = self._arrays(codes)

@@ -44,3 +44,11 @@ def test_device_array_needs_the_cuda_backend():
     q = tqref.TurboQuantMSE(32, 2)
     with pytest.raises(ValueError, match="backend='cuda'"):
         q.quantize(device(np.ones((2, 32), np.float32)))
+
+
+def test_device_array_shape_and_dtype_are_checked():
+    q = tqref.TurboQuantMSE(32, 2, backend="cuda")
+    with pytest.raises(ValueError, match=r"shape \(n, 32\), got \(2, 16\)"):
+        q.quantize(device(np.ones((2, 16), np.float32)))
+    with pytest.raises(ValueError, match="float32 GPU array, got float64"):
+        q.quantize(device(np.ones((2, 32), np.float64)))

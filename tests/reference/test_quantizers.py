@@ -109,6 +109,8 @@ def test_float16_norms():
         q.quantize(np.full((1, 32), 1e5, np.float32))
     with pytest.raises(ValueError, match="float16"):
         q.quantize(np.full((1, 32), 1e-9, np.float32))
+    with pytest.raises(ValueError, match=r"float16's normal range"):
+        q.quantize(np.full((1, 32), 1e-6, np.float32))  # norm would be a float16 subnormal
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -10,9 +10,12 @@ c_1 < … < c_K minimising E|Y − c(Y)|²: every centroid is the conditional me
 and every boundary is the midpoint of its neighbours (the Lloyd–Max conditions). Both laws
 are symmetric, so tqref solves for the positive half with the middle boundary at exactly 0.
 
-Cell integrals (docs/algorithm.md "Codebooks"): bounded cells by 40-point Gauss–Legendre
-on the offset from the cell's lower edge (exact to rounding for these smooth densities);
-the unbounded last cell and the totals by closed forms:
+Cell integrals (docs/algorithm.md "Codebooks"): every cell by 40-point Gauss–Legendre,
+for the beta law in θ = asin t (where the measure is cos^(d−2) θ dθ, smooth up to t = 1;
+the last cell is cut where the density falls below e^-800 and split into 16 panels), for
+the Gaussian law in t with the unbounded last cell by closed forms; conditional means are
+formed as lo + ∫(t − lo) f / ∫ f so narrow cells keep full relative accuracy. Totals and
+tails use closed forms:
 
 * mass of [0, x] under (1 − t²)^a, a = (d−3)/2: I_a(x), with I_{−1/2} = asin x, I_0 = x and
   the stable upward recurrence I_a = (x (1 − x²)^a + 2a I_{a−1}) / (2a + 1); tails use the
@@ -20,9 +23,11 @@ the unbounded last cell and the totals by closed forms:
 * first moment: ∫_l^u t (1 − t²)^a dt = ((1 − l²)^{a+1} − (1 − u²)^{a+1}) / (2a + 2);
 * Gaussian: masses from erfc, first moments from the density.
 
-The solver runs Lloyd iterations until the centroids move less than 1e-9, then Newton's
-method on the fixed point (tridiagonal Jacobian, quadratic convergence) until the Lloyd–Max
-conditions hold to 1e-15; it never stalls at large d, where plain Lloyd crawls.
+The solver starts from the Gaussian solution scaled by 1/√d (quantiles for the Gaussian law
+itself), takes 20 Lloyd steps, then runs Newton's method on the fixed point (tridiagonal
+Jacobian, quadratic convergence, damped to keep the centroids ordered) until its steps
+reach the rounding floor, and checks the Lloyd–Max conditions hold to 1e-12; it never
+stalls at large d, where plain Lloyd crawls.
 
 Codebooks are on the unit-vector scale (centroids ≈ ±N(0,1) values / √d).
 
@@ -135,7 +140,7 @@ class _BetaLaw:
         with np.errstate(divide="ignore"):
             return np.power((1.0 - x) * (1.0 + x), self.a2 / 2.0)
 
-    def _recur(self, x: np.ndarray, head: np.ndarray, base_half: np.ndarray, base_int: np.ndarray, sign: float):
+    def _recur(self, x: np.ndarray, base_half: np.ndarray, base_int: np.ndarray, sign: float):
         """Upward recurrence from a = −1/2 or 0 to a = self.a2 / 2 (I or J depending on sign)."""
         one_minus = (1.0 - x) * (1.0 + x)
         if self.a2 % 2:  # a = k − 1/2: start at −1/2
@@ -150,11 +155,11 @@ class _BetaLaw:
 
     def mass_from_zero(self, x):  # I_a(x) = ∫_0^x
         x = np.asarray(x, dtype=np.float64)
-        return self._recur(x, None, np.arcsin(x), x.copy(), +1.0)
+        return self._recur(x, np.arcsin(x), x.copy(), +1.0)
 
     def mass_to_upper(self, x):  # J_a(x) = ∫_x^1
         x = np.asarray(x, dtype=np.float64)
-        return self._recur(x, None, np.arccos(x), 1.0 - x, -1.0)
+        return self._recur(x, np.arccos(x), 1.0 - x, -1.0)
 
     def cells(self, lo, hi):
         """(masses, means) of cells [lo, hi] ⊂ [0, 1] by Gauss–Legendre in θ = asin t.
@@ -172,7 +177,7 @@ class _BetaLaw:
         p_lo = np.concatenate((th_lo[:-1], panels[:-1]))
         p_hi = np.concatenate((th_hi[:-1], panels[1:]))
         owner_lo = np.concatenate((th_lo[:-1], np.full(_TAIL_PANELS, th_lo[-1])))
-        half, offset, weights = _gauss_legendre(p_lo, p_hi, None)
+        half, offset, weights = _gauss_legendre(p_lo, p_hi)
         theta = p_lo[:, None] + offset
         f = np.power(np.cos(theta), self.a2 + 1)
         dt = 2.0 * np.cos(0.5 * (theta + owner_lo[:, None])) * np.sin(0.5 * (theta - owner_lo[:, None]))
@@ -214,7 +219,7 @@ class _GaussianLaw:
         """(masses, means) of cells [lo, hi]: Gauss–Legendre in t − lo; the last, unbounded
         cell by the closed forms (erfc mass, density difference first moment)."""
         b_lo, b_hi = lo[:-1], hi[:-1]
-        half, offset, weights = _gauss_legendre(b_lo, b_hi, None)
+        half, offset, weights = _gauss_legendre(b_lo, b_hi)
         f = self.density(b_lo[:, None] + offset)
         masses = half * (f @ weights)
         means = b_lo + half * ((f * offset) @ weights) / masses
@@ -238,15 +243,15 @@ _TAIL_PANELS = 16
 def _cell_stats(law, edges: np.ndarray):
     """Mass and conditional mean of each positive-half cell [edges[i], edges[i+1]].
 
-    Bounded cells use 40-point Gauss–Legendre (:meth:`_BetaLaw.bounded_cells`,
-    :meth:`_GaussianLaw.bounded_cells`), with the mean formed as lo + ∫(t − lo) f / ∫ f so
-    that narrow cells keep full relative accuracy. Returns (masses, means), both (m,).
+    Delegates to the law's ``cells`` (:meth:`_BetaLaw.cells`, :meth:`_GaussianLaw.cells`).
+    Returns (masses, means), both (m,).
     """
     return law.cells(edges[:-1], edges[1:])
 
 
-def _gauss_legendre(lo, hi, integrand):
-    """∫_lo^hi integrand(offset, lo) over each cell, offset = θ − lo; arrays (m,)."""
+def _gauss_legendre(lo, hi):
+    """Gauss–Legendre nodes on each panel [lo, hi] (arrays (m,)): returns (half-widths (m,),
+    node offsets from lo (m, 40), weights (40,)); ∫ f ≈ half · (f(lo + offset) @ weights)."""
     nodes, weights = _GAUSS_LEGENDRE
     half = 0.5 * (hi - lo)
     offset = half[:, None] * (1.0 + nodes[None, :])

@@ -10,7 +10,9 @@ Normative order for one float32 vector x of dimension d (docs/compatibility.md �
    rounded), norm = ldexp(ns, E) (float32).
 2. **Rotate**: y = Π u (rotation.py).
 3. **Nearest centroid**: idx_j = #{boundaries < y_j} (codebook.nearest_index; ties to the
-   lower cell; y_j compared exactly as float64 with float64 boundaries).
+   lower cell). Defined as the exact comparison of y_j with the float64 boundaries, which
+   equals comparing in float32 with the boundaries rounded down to float32
+   (Codebook.thresholds_f32) — what the code and the kernels do.
 4. **Pack** idx with b bits per index (packing.py): ceil(d·b/8) bytes.
 
 Dequantize: ŷ_j = float32(c[idx_j]); x̂ = Πᵀ ŷ; out = x̂ · norm (one float32 multiply).

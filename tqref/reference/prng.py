@@ -28,8 +28,8 @@ Derived values (the bit manipulation is normative):
 
 Example::
 
-    >>> rademacher(seed=7, stream=STREAM_ROTATION_SIGNS, count=4).tolist()  # doctest: +SKIP
-    [1.0, -1.0, -1.0, 1.0]
+    >>> [hex(int(v)) for v in raw_stream(seed=0, stream=0, count=2)]
+    ['0xa706dd2f4d197e6f', '0xb382a305f4414f5e']
 """
 
 from __future__ import annotations

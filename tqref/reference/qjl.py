@@ -16,7 +16,7 @@ Projection matrices S (d×d, float32; rows indexed by sketch coordinate i):
   STREAM_QJL_ORTHOGONAL). Each row is uniform on the sphere, so
   E[sign(q·r) (q·y)] = E|q_1| ⟨r̂, y⟩ with E|q_1| = Γ(d/2) / (sqrt(π) Γ((d+1)/2)), hence
   κ = 1 / (d · E|q_1|) = sqrt(π) Γ((d+1)/2) / (d Γ(d/2)) — exactly unbiased at every d
-  (≈ sqrt(π/2)/sqrt(d) · (1 + 1/(4d)) for large d).
+  (≈ sqrt(π/2)/sqrt(d) · (1 − 1/(4d)) for large d).
 * ``"rademacher"`` — entries ±1 from the portable generator (stream STREAM_QJL_RADEMACHER),
   portable tier. κ = sqrt(π/2) / d as for Gaussian rows; s·r is a sum of d signed terms, so
   the estimator is unbiased only as the residual spreads over many coordinates (the
