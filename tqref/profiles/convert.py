@@ -41,8 +41,8 @@ _F32 = np.float32
 
 
 @dataclasses.dataclass(frozen=True)
-class TurboQuantRs:
-    """turboquant-rs core blocks: ``TurboQuantConfig(bits, dim, rotation_seed)``."""
+class _RsFormat:
+    """What both turboquant-rs formats share: the core ``TurboQuantConfig`` and one vector a block."""
 
     bits: int
     dim: int
@@ -58,21 +58,15 @@ class TurboQuantRs:
 
 
 @dataclasses.dataclass(frozen=True)
-class TurboQuantRsQjl:
+class TurboQuantRs(_RsFormat):
+    """turboquant-rs core blocks: ``TurboQuantConfig(bits, dim, rotation_seed)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TurboQuantRsQjl(_RsFormat):
     """turboquant-rs TurboQuant_prod blocks (``quantize_with_qjl``); bits_total ∈ {3, 4}."""
 
-    bits: int
-    dim: int
-    rotation_seed: int = 0
     qjl_seed: int = rs.DEFAULT_QJL_SEED
-
-    @property
-    def config(self) -> rs.TurboQuantConfig:
-        return rs.TurboQuantConfig(self.bits, self.dim, self.rotation_seed)
-
-    @property
-    def row_length(self) -> int:
-        return self.dim
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ import numpy as np
 from numba import cuda
 
 from ...reference import codebook as cb
+from ...reference.packing import packed_size
 from ...reference.plan import Config, make_plan
 from ...reference.rotation import hadamard_block, inverse_sqrt
 from . import attention as _attn
@@ -128,6 +129,13 @@ def _plan_of(obj):
     raise TypeError(f"plan: expected a Plan, Config or quantizer, got {type(obj).__name__}")
 
 
+def _setup(obj):
+    """(plan, its device tables) for a device call, after checking that kernels can run."""
+    _require_device()
+    plan = _plan_of(obj)
+    return plan, _tables(plan)
+
+
 def _rows(x, d, name="x"):
     dev = to_device(x, np.float32, name, ndim=2)
     if dev.shape[1] != d:
@@ -148,13 +156,11 @@ def mse_quantize_device(x, plan, *, layout: str = "auto", threads: int | None = 
     ``layout``: "auto" (lane layout where it applies, see mse.py), "lane" or "warp";
     ``threads``: threads per block (lane) or warps per block (warp); tests use odd values.
     """
-    _require_device()
-    plan = _plan_of(plan)
-    tab = _tables(plan)
+    plan, tab = _setup(plan)
     d, bits = plan.dim, plan.bits
     xd = _rows(x, d)
     n = xd.shape[0]
-    nbytes = (d * bits + 7) // 8
+    nbytes = packed_size(d, bits)
     packed = empty((n, nbytes), np.uint8)
     norms = empty((n,), np.float32)
     if n == 0:
@@ -176,11 +182,9 @@ def mse_quantize_device(x, plan, *, layout: str = "auto", threads: int | None = 
 
 def mse_dequantize_device(packed, norms, plan, *, layout: str = "auto", threads: int | None = None, stream=0):
     """Algorithm 1 DeQuant on the GPU: -> float32 (n, d), bit-identical to the reference."""
-    _require_device()
-    plan = _plan_of(plan)
-    tab = _tables(plan)
+    plan, tab = _setup(plan)
     d, bits = plan.dim, plan.bits
-    nbytes = (d * bits + 7) // 8
+    nbytes = packed_size(d, bits)
     pd = to_device(packed, np.uint8, "packed", ndim=2)
     nd = to_device(norms, np.float32, "norms", ndim=1)
     n = pd.shape[0]
@@ -208,15 +212,13 @@ def mse_dequantize_device(packed, norms, plan, *, layout: str = "auto", threads:
 
 def prod_quantize_device(x, plan, *, threads: int | None = None, stream=0):
     """Algorithm 2 Quant: -> (packed (n, nb), norms (n,), signs (n, ceil(d/8)), gammas (n,))."""
-    _require_device()
-    plan = _plan_of(plan)
-    tab = _tables(plan)
+    plan, tab = _setup(plan)
     d, bits = plan.dim, plan.bits
     xd = _rows(x, d)
     n = xd.shape[0]
-    packed = empty((n, (d * bits + 7) // 8), np.uint8)
+    packed = empty((n, packed_size(d, bits)), np.uint8)
     norms = empty((n,), np.float32)
-    signs = empty((n, (d + 7) // 8), np.uint8)
+    signs = empty((n, packed_size(d, 1)), np.uint8)
     gammas = empty((n,), np.float32)
     if n:
         warps = threads or _warps_for(d, 10 * d)
@@ -228,9 +230,7 @@ def prod_quantize_device(x, plan, *, threads: int | None = None, stream=0):
 
 def prod_dequantize_device(packed, norms, signs, gammas, plan, *, threads: int | None = None, stream=0):
     """Algorithm 2 DeQuant: -> float32 (n, d) (float output, compared by tolerance)."""
-    _require_device()
-    plan = _plan_of(plan)
-    tab = _tables(plan)
+    plan, tab = _setup(plan)
     d, bits = plan.dim, plan.bits
     pd = to_device(packed, np.uint8, "packed", ndim=2)
     nd = to_device(norms, np.float32, "norms", ndim=1)
@@ -251,9 +251,7 @@ def prod_dequantize_device(packed, norms, signs, gammas, plan, *, threads: int |
 
 def rotate_device(x, plan, *, inverse: bool = False, threads: int | None = None, stream=0):
     """Π x (or Πᵀ x) for rows x (n, d), bit-identical to reference rotation.rotate(_inverse)."""
-    _require_device()
-    plan = _plan_of(plan)
-    tab = _tables(plan)
+    plan, tab = _setup(plan)
     d = plan.dim
     xd = _rows(x, d)
     n = xd.shape[0]
@@ -268,14 +266,12 @@ def rotate_device(x, plan, *, inverse: bool = False, threads: int | None = None,
 def _project(q_rot, tab, n, d, warps, stream):
     out = empty((n, d), np.float32)
     kern, _ = _est.matvec_kernel(d, warps)
-    kern[_grid(n, warps), 32 * warps, stream](q_rot, n, tab.proj, out)
+    kern[_grid(n, warps), 32 * warps, stream](q_rot, n, tab.signs, tab.inv, tab.proj, out)
     return out
 
 
 def _scores(queries, packed, norms, signs, gammas, plan, unbiased, qt, stream):
-    _require_device()
-    plan = _plan_of(plan)
-    tab = _tables(plan)
+    plan, tab = _setup(plan)
     d, bits = plan.dim, plan.bits
     qd = _rows(queries, d, "queries")
     m = qd.shape[0]
@@ -321,9 +317,8 @@ def attend_device(q_rot, key_indices, key_norms, value_indices, value_norms, key
     Returns float32 (B, A, Lq, d) in the value plan's rotated domain, on the device.
     ``chunk``: tokens per block (split-K); ``threads``: threads per block (multiple of 32).
     """
-    _require_device()
-    key_plan, value_plan = _plan_of(key_plan), _plan_of(value_plan)
-    kt, vt = _tables(key_plan), _tables(value_plan)
+    key_plan, kt = _setup(key_plan)
+    value_plan, vt = _setup(value_plan)
     qd = to_device(q_rot, np.float32, "q_rot", ndim=4)
     B, A, lq, d = qd.shape
     kid = to_device(key_indices, np.uint8, "key_indices", ndim=4)

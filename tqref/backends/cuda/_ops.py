@@ -206,3 +206,27 @@ def unpack_index(stream, base, j, bits, nbytes):
     if byte + 1 < nbytes:
         val |= int(stream[base + byte + 1]) << 8
     return (val >> (bit & 7)) & ((1 << bits) - 1)
+
+
+@jit_device
+def pack_rows(codes, packed, row0, rows, n, d, nbytes, bits, tid, tpb):
+    """packed[row0 + r] <- the b-bit stream of codes[r·d : r·d + d], for the block's rows r.
+
+    The block's ``tpb`` threads stride over its ``rows · nbytes`` output bytes (contiguous
+    rows, so the stores coalesce); rows at or past ``n`` are skipped.
+    """
+    for q in range(tid, rows * nbytes, tpb):
+        r = q // nbytes
+        if row0 + r < n:
+            packed[row0 + r, q - r * nbytes] = pack_byte(codes, r * d, q - r * nbytes, bits, d)
+
+
+@jit_device
+def stage_rows(packed, stage, row0, rows, n, nbytes, tid, tpb):
+    """stage[r·nbytes : (r + 1)·nbytes] <- packed[row0 + r] for the block's rows r (0 past ``n``).
+
+    The inverse of :func:`pack_rows`' layout: the block's threads stride over the bytes.
+    """
+    for q in range(tid, rows * nbytes, tpb):
+        r = q // nbytes
+        stage[q] = packed[row0 + r, q - r * nbytes] if row0 + r < n else 0

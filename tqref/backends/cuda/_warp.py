@@ -3,6 +3,8 @@
 This is the general layout (every dimension d ≥ 2, both rotations, mse and prod). Each
 function mirrors one reference step and uses only the primitives of ``_ops`` for float
 arithmetic and lane exchange; ``buf[w, :]`` is the warp's vector in shared memory.
+:func:`geometry` (host side) and :func:`rows` are the constants and thread placement that
+every warp-layout kernel (mse, prod, estimators) starts from.
 
 The written reduction order (reference/reduction.py) maps onto a warp directly: lane ``l``
 accumulates the products of j = l, l + 32, … in increasing j (a missing term past the end
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from numba import float32
 
+from ...reference.rotation import HADAMARD_ROUNDS, hadamard_block
 from ._ops import (
     fadd,
     fdiv,
@@ -27,6 +30,30 @@ from ._ops import (
     shfl_xor,
     warp_sync,
 )
+
+
+def geometry(d: int, rotation: str, warps: int):
+    """Compile-time constants of a warp-layout kernel factory: (chunks, m, haar, tpb).
+
+    chunks = ⌈d/32⌉ terms per lane of a written-order dot product; m = the Hadamard block
+    (reference rotation.hadamard_block); haar: the rotation is the Haar matrix; tpb = 32·warps
+    threads per block.
+    """
+    return (d + 31) // 32, hadamard_block(d), rotation == "haar", 32 * warps
+
+
+@jit_device
+def rows(tid, row0, n):
+    """(w, lane, row, src) of thread ``tid`` of a block whose warp w owns row ``row0 + w``.
+
+    ``src`` is the row the warp reads: its own, or row n − 1 for a warp past the end, which
+    still computes (every thread must reach each shuffle and barrier) but stores nothing.
+    """
+    w = tid // 32
+    lane = tid % 32
+    row = row0 + w
+    src = row if row < n else n - 1
+    return w, lane, row, src
 
 
 @jit_device
@@ -49,22 +76,6 @@ def lane_dot(a, ai, b, bi, lane, d, chunks):
         p = float32(0.0)
         if j < d:
             p = fmul(a[ai, j], b[bi, j])
-        if c == 0:
-            acc = p
-        else:
-            acc = fadd(acc, p)
-    return acc
-
-
-@jit_device
-def lane_dot_t(a, ai, b, bi, lane, d, chunks):
-    """As :func:`lane_dot` with the first operand read as a column: a[j, ai] (Πᵀ rows)."""
-    acc = float32(0.0)
-    for c in range(chunks):
-        j = lane + 32 * c
-        p = float32(0.0)
-        if j < d:
-            p = fmul(a[j, ai], b[bi, j])
         if c == 0:
             acc = p
         else:
@@ -197,3 +208,21 @@ def copy_row(src, dst, w, lane, d):
     for j in range(lane, d, 32):
         dst[w, j] = src[w, j]
     warp_sync()
+
+
+@jit_device
+def rotate(buf, w, out, lane, haar, inverse, pi, signs, inv, d, m, chunks, part):
+    """out[w] <- Π buf[w] (Πᵀ buf[w] if ``inverse``): reference rotation.rotate(_inverse).
+
+    Haar: :func:`matvec` with ``pi`` (transposed for the inverse), ``buf`` unchanged.
+    Hadamard: ``HADAMARD_ROUNDS`` rounds in place in ``buf``, then copied to ``out``.
+    ``haar`` and ``inverse`` are compile-time constants of the calling kernel.
+    """
+    if haar:
+        matvec(pi, inverse, buf, w, out, lane, d, chunks, part)
+    else:
+        if inverse:
+            hadamard_inverse(buf, w, lane, signs, HADAMARD_ROUNDS, inv, d, m)
+        else:
+            hadamard_forward(buf, w, lane, signs, HADAMARD_ROUNDS, inv, d, m)
+        copy_row(buf, out, w, lane, d)

@@ -27,6 +27,7 @@ import math
 
 from numba import cuda, float32
 
+from ...reference.packing import packed_size
 from ._ops import shfl_xor, unpack_index
 
 NEG_INF = float32(-math.inf)
@@ -36,9 +37,9 @@ NEG_INF = float32(-math.inf)
 def partial_kernel(d: int, kbits: int, vbits: int, rows: int, prod: bool, chunk: int, tpb: int):
     """Kernel (q, qp, kidx, knorm, ksign, kgam, vidx, vnorm, H, T, lq, causal, scale,
     kcent, vcent, kappa, m_out, l_out, acc_out)."""
-    nbk = (d * kbits + 7) // 8
-    nbv = (d * vbits + 7) // 8
-    sb = (d + 7) // 8
+    nbk = packed_size(d, kbits)
+    nbv = packed_size(d, vbits)
+    sb = packed_size(d, 1)
     warps = tpb // 32
     ej = (d + 31) // 32
     kmask = (1 << kbits) - 1

@@ -17,40 +17,29 @@ import functools
 
 from numba import cuda, float32
 
-from ...reference.rotation import HADAMARD_ROUNDS, hadamard_block
+from ...reference.packing import packed_size
 from . import _warp
 from ._ops import fdiv, unpack_index
-
-ROUNDS = HADAMARD_ROUNDS
 
 
 @functools.lru_cache(maxsize=None)
 def rotate_kernel(d: int, rotation: str, warps: int, inverse: bool):
-    """Kernel (x, n, signs, inv, haar, out): out[row] = Π x[row] (Πᵀ if ``inverse``)."""
-    chunks = (d + 31) // 32
-    m = hadamard_block(d)
-    haar = rotation == "haar"
+    """Kernel (x, n, signs, inv, pi, out): out[row] = Π x[row] (Πᵀ if ``inverse``).
+
+    With ``rotation="haar"`` this is out[row, i] = ordered_dot(pi[i, :], x[row, :]) for any
+    matrix ``pi`` (its transpose if ``inverse``); ``signs`` and ``inv`` are then unused.
+    """
+    chunks, m, haar, _ = _warp.geometry(d, rotation, warps)
 
     def kernel(x, n, signs, inv, pi, out):
-        tid = cuda.threadIdx.x
-        w = tid // 32
-        lane = tid % 32
-        row = cuda.blockIdx.x * warps + w
-        src = row if row < n else n - 1
+        w, lane, row, src = _warp.rows(cuda.threadIdx.x, cuda.blockIdx.x * warps, n)
         buf = cuda.shared.array((warps, d), float32)
         rot = cuda.shared.array((warps, d), float32)
         part = cuda.local.array(32, float32)
         for j in range(lane, d, 32):
             buf[w, j] = x[src, j]
         _warp.warp_sync()
-        if haar:
-            _warp.matvec(pi, inverse, buf, w, rot, lane, d, chunks, part)
-        elif inverse:
-            _warp.hadamard_inverse(buf, w, lane, signs, ROUNDS, inv, d, m)
-            _warp.copy_row(buf, rot, w, lane, d)
-        else:
-            _warp.hadamard_forward(buf, w, lane, signs, ROUNDS, inv, d, m)
-            _warp.copy_row(buf, rot, w, lane, d)
+        _warp.rotate(buf, w, rot, lane, haar, inverse, pi, signs, inv, d, m, chunks, part)
         if row < n:
             for j in range(lane, d, 32):
                 out[row, j] = rot[w, j]
@@ -58,29 +47,12 @@ def rotate_kernel(d: int, rotation: str, warps: int, inverse: bool):
     return cuda.jit(kernel), kernel
 
 
-@functools.lru_cache(maxsize=None)
 def matvec_kernel(d: int, warps: int):
-    """Kernel (x, n, mat, out): out[row, i] = ordered_dot(mat[i, :], x[row, :])."""
-    chunks = (d + 31) // 32
+    """Kernel (x, n, signs, inv, mat, out): out[row, i] = ordered_dot(mat[i, :], x[row, :]).
 
-    def kernel(x, n, mat, out):
-        tid = cuda.threadIdx.x
-        w = tid // 32
-        lane = tid % 32
-        row = cuda.blockIdx.x * warps + w
-        src = row if row < n else n - 1
-        buf = cuda.shared.array((warps, d), float32)
-        res = cuda.shared.array((warps, d), float32)
-        part = cuda.local.array(32, float32)
-        for j in range(lane, d, 32):
-            buf[w, j] = x[src, j]
-        _warp.warp_sync()
-        _warp.matvec(mat, False, buf, w, res, lane, d, chunks, part)
-        if row < n:
-            for j in range(lane, d, 32):
-                out[row, j] = res[w, j]
-
-    return cuda.jit(kernel), kernel
+    The Haar path of :func:`rotate_kernel` (one cached kernel); ``signs``, ``inv`` unused.
+    """
+    return rotate_kernel(d, "haar", warps, False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,8 +62,8 @@ def score_kernel(d: int, bits: int, qt: int, prod: bool, unbiased: bool):
     Block (32, qt): threadIdx.x picks one of 32 codes of the tile, threadIdx.y a query; the
     grid's y axis strides over query tiles.
     """
-    nbytes = (d * bits + 7) // 8
-    sbytes = (d + 7) // 8
+    nbytes = packed_size(d, bits)
+    sbytes = packed_size(d, 1)
     pad = d + 1  # odd row stride: the 32 threads of a warp read 32 different banks
 
     def kernel(q_rot, q_proj, m, packed, norms, sign_bits, gammas, n, cents, kappa, alpha, out):

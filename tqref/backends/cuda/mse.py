@@ -28,7 +28,8 @@ import functools
 
 from numba import cuda, float32, uint8
 
-from ...reference.rotation import HADAMARD_ROUNDS, hadamard_block, is_power_of_two
+from ...reference.packing import packed_size
+from ...reference.rotation import HADAMARD_ROUNDS, is_power_of_two
 from . import _warp
 from ._ops import (
     count_below,
@@ -38,11 +39,13 @@ from ._ops import (
     frexp_exponent,
     fsqrt,
     fsub,
+    jit_device,
     ldexp_f32,
-    pack_byte,
+    pack_rows,
     shfl_down,
     shfl_idx,
     shfl_xor,
+    stage_rows,
     unpack_index,
     xor_stage,
 )
@@ -67,40 +70,25 @@ def lane_group(d: int) -> int:
 @functools.lru_cache(maxsize=None)
 def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
     """Kernel (x, n, signs, inv, haar, thr, packed, norms) for blocks of ``32·warps`` threads."""
-    chunks = (d + 31) // 32
-    m = hadamard_block(d)
-    nbytes = (d * bits + 7) // 8
+    chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
+    nbytes = packed_size(d, bits)
     nthr = (1 << bits) - 1
-    haar = rotation == "haar"
-    tpb = 32 * warps
     wd = warps * d
-    wnb = warps * nbytes
-    wsb = warps * ((d + 7) // 8)
 
     def kernel(x, n, signs, inv, pi, thr, packed, norms):
         tid = cuda.threadIdx.x
-        w = tid // 32
-        lane = tid % 32
         row0 = cuda.blockIdx.x * warps
-        row = row0 + w
-        src = row if row < n else n - 1
+        w, lane, row, src = _warp.rows(tid, row0, n)
         buf = cuda.shared.array((warps, d), float32)
         rot = cuda.shared.array((warps, d), float32)
         part = cuda.local.array(32, float32)
         codes = cuda.shared.array(wd, uint8)
         norm = _warp.load_split_norm(x, src, buf, w, lane, d, chunks)
-        if haar:
-            _warp.matvec(pi, False, buf, w, rot, lane, d, chunks, part)
-        else:
-            _warp.hadamard_forward(buf, w, lane, signs, ROUNDS, inv, d, m)
-            _warp.copy_row(buf, rot, w, lane, d)
+        _warp.rotate(buf, w, rot, lane, haar, False, pi, signs, inv, d, m, chunks, part)
         for j in range(lane, d, 32):
             codes[w * d + j] = count_below(rot[w, j], thr, nthr)
         cuda.syncthreads()
-        for q in range(tid, warps * nbytes, tpb):
-            r = q // nbytes
-            if row0 + r < n:
-                packed[row0 + r, q - r * nbytes] = pack_byte(codes, r * d, q - r * nbytes, bits, d)
+        pack_rows(codes, packed, row0, warps, n, d, nbytes, bits, tid, tpb)
         if row < n and lane == 0:
             norms[row] = norm
 
@@ -110,37 +98,24 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
 @functools.lru_cache(maxsize=None)
 def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
     """Kernel (packed, norms, n, signs, inv, haar, cents, out)."""
-    chunks = (d + 31) // 32
-    m = hadamard_block(d)
-    nbytes = (d * bits + 7) // 8
-    haar = rotation == "haar"
-    tpb = 32 * warps
-    wd = warps * d
+    chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
+    nbytes = packed_size(d, bits)
     wnb = warps * nbytes
-    wsb = warps * ((d + 7) // 8)
 
     def kernel(packed, norms, n, signs, inv, pi, cents, out):
         tid = cuda.threadIdx.x
-        w = tid // 32
-        lane = tid % 32
         row0 = cuda.blockIdx.x * warps
-        row = row0 + w
+        w, lane, row, _ = _warp.rows(tid, row0, n)
         stage = cuda.shared.array(wnb, uint8)
         buf = cuda.shared.array((warps, d), float32)
         rot = cuda.shared.array((warps, d), float32)
         part = cuda.local.array(32, float32)
-        for q in range(tid, warps * nbytes, tpb):
-            r = q // nbytes
-            stage[q] = packed[row0 + r, q - r * nbytes] if row0 + r < n else 0
+        stage_rows(packed, stage, row0, warps, n, nbytes, tid, tpb)
         cuda.syncthreads()
         for j in range(lane, d, 32):
             buf[w, j] = cents[unpack_index(stage, w * nbytes, j, bits, nbytes)]
         cuda.syncthreads()
-        if haar:
-            _warp.matvec(pi, True, buf, w, rot, lane, d, chunks, part)
-        else:
-            _warp.hadamard_inverse(buf, w, lane, signs, ROUNDS, inv, d, m)
-            _warp.copy_row(buf, rot, w, lane, d)
+        _warp.rotate(buf, w, rot, lane, haar, True, pi, signs, inv, d, m, chunks, part)
         if row < n:
             scale = norms[row]
             for j in range(lane, d, 32):
@@ -159,11 +134,34 @@ def _lane_constants(d: int, tpb: int):
     return t_group, d // t_group, 32 // t_group, max(1, d // 32), tpb // t_group
 
 
+@jit_device
+def _lane_butterflies(y, t, T, E):
+    """The FWHT stages (unnormalised) of the group's vector, thread t holding y[k] = v[t + T·k].
+
+    Stage h < T pairs threads t and t ^ h (``xor_stage``); stage h = T·hk pairs registers k
+    and k + hk of one thread; each pair (a, b) becomes (a + b, a − b), h = 1, 2, … as in
+    reference rotation.fwht.
+    """
+    h = 1
+    while h < T:
+        xor_stage(y, E, h, (t & h) != 0)
+        h *= 2
+    hk = 1
+    while hk < E:
+        for k in range(E):
+            if (k & hk) == 0:
+                a = y[k]
+                b = y[k + hk]
+                y[k] = fadd(a, b)
+                y[k + hk] = fsub(a, b)
+        hk *= 2
+
+
 @functools.lru_cache(maxsize=None)
 def lane_quantize_kernel(d: int, bits: int, tpb: int):
     """Kernel (x, n, signs, inv, thr, packed, norms); Hadamard rotation, power-of-two d."""
     T, E, L, C, R = _lane_constants(d, tpb)
-    nbytes = (d * bits + 7) // 8
+    nbytes = packed_size(d, bits)
     nthr = (1 << bits) - 1
     rd = R * d
 
@@ -220,29 +218,14 @@ def lane_quantize_kernel(d: int, bits: int, tpb: int):
         for r in range(ROUNDS):
             for k in range(E):
                 y[k] = fmul(y[k], signs[r, t + T * k])
-            h = 1
-            while h < T:
-                xor_stage(y, E, h, (t & h) != 0)
-                h *= 2
-            hk = 1
-            while hk < E:
-                for k in range(E):
-                    if (k & hk) == 0:
-                        a = y[k]
-                        b = y[k + hk]
-                        y[k] = fadd(a, b)
-                        y[k + hk] = fsub(a, b)
-                hk *= 2
+            _lane_butterflies(y, t, T, E)
             for k in range(E):
                 y[k] = fmul(y[k], inv)
         # 3. nearest centroid; 4. pack the block's rows (contiguous bytes, coalesced).
         for k in range(E):
             codes[g * d + t + T * k] = count_below(y[k], thr, nthr)
         cuda.syncthreads()
-        for q in range(tid, R * nbytes, tpb):
-            r = q // nbytes
-            if row0 + r < n:
-                packed[row0 + r, q - r * nbytes] = pack_byte(codes, r * d, q - r * nbytes, bits, d)
+        pack_rows(codes, packed, row0, R, n, d, nbytes, bits, tid, tpb)
         if row < n and t == 0:
             norms[row] = norm
 
@@ -253,7 +236,7 @@ def lane_quantize_kernel(d: int, bits: int, tpb: int):
 def lane_dequantize_kernel(d: int, bits: int, tpb: int):
     """Kernel (packed, norms, n, signs, inv, cents, out); Hadamard rotation, power-of-two d."""
     T, E, L, C, R = _lane_constants(d, tpb)
-    nbytes = (d * bits + 7) // 8
+    nbytes = packed_size(d, bits)
     rnb = R * nbytes
 
     def kernel(packed, norms, n, signs, inv, cents, out):
@@ -264,27 +247,13 @@ def lane_dequantize_kernel(d: int, bits: int, tpb: int):
         row = row0 + g
         y = cuda.local.array(E, float32)
         stage = cuda.shared.array(rnb, uint8)
-        for q in range(tid, R * nbytes, tpb):
-            r = q // nbytes
-            stage[q] = packed[row0 + r, q - r * nbytes] if row0 + r < n else 0
+        stage_rows(packed, stage, row0, R, n, nbytes, tid, tpb)
         cuda.syncthreads()
         for k in range(E):
             y[k] = cents[unpack_index(stage, g * nbytes, t + T * k, bits, nbytes)]
         for rr in range(ROUNDS):
             r = ROUNDS - 1 - rr
-            h = 1
-            while h < T:
-                xor_stage(y, E, h, (t & h) != 0)
-                h *= 2
-            hk = 1
-            while hk < E:
-                for k in range(E):
-                    if (k & hk) == 0:
-                        a = y[k]
-                        b = y[k + hk]
-                        y[k] = fadd(a, b)
-                        y[k + hk] = fsub(a, b)
-                hk *= 2
+            _lane_butterflies(y, t, T, E)
             for k in range(E):
                 y[k] = fmul(fmul(y[k], inv), signs[r, t + T * k])
         if row < n:

@@ -15,45 +15,31 @@ import functools
 
 from numba import cuda, float32, uint8
 
-from ...reference.rotation import HADAMARD_ROUNDS, hadamard_block
+from ...reference.packing import packed_size
 from . import _warp
-from ._ops import count_below, fmul, fsqrt, fsub, fadd, pack_byte, unpack_index
-
-ROUNDS = HADAMARD_ROUNDS
+from ._ops import count_below, fadd, fmul, fsqrt, fsub, pack_rows, stage_rows, unpack_index
 
 
 @functools.lru_cache(maxsize=None)
 def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
     """Kernel (x, n, signs, inv, haar, thr, cents, proj, packed, norms, sign_bits, gammas)."""
-    chunks = (d + 31) // 32
-    m = hadamard_block(d)
-    nbytes = (d * bits + 7) // 8
-    sbytes = (d + 7) // 8
+    chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
+    nbytes = packed_size(d, bits)
+    sbytes = packed_size(d, 1)
     nthr = (1 << bits) - 1
-    haar = rotation == "haar"
-    tpb = 32 * warps
     wd = warps * d
-    wnb = warps * nbytes
-    wsb = warps * ((d + 7) // 8)
 
     def kernel(x, n, signs, inv, pi, thr, cents, proj, packed, norms, sign_bits, gammas):
         tid = cuda.threadIdx.x
-        w = tid // 32
-        lane = tid % 32
         row0 = cuda.blockIdx.x * warps
-        row = row0 + w
-        src = row if row < n else n - 1
+        w, lane, row, src = _warp.rows(tid, row0, n)
         buf = cuda.shared.array((warps, d), float32)
         rot = cuda.shared.array((warps, d), float32)
         part = cuda.local.array(32, float32)
         codes = cuda.shared.array(wd, uint8)
         bits_q = cuda.shared.array(wd, uint8)
         norm = _warp.load_split_norm(x, src, buf, w, lane, d, chunks)
-        if haar:
-            _warp.matvec(pi, False, buf, w, rot, lane, d, chunks, part)
-        else:
-            _warp.hadamard_forward(buf, w, lane, signs, ROUNDS, inv, d, m)
-            _warp.copy_row(buf, rot, w, lane, d)
+        _warp.rotate(buf, w, rot, lane, haar, False, pi, signs, inv, d, m, chunks, part)
         for j in range(lane, d, 32):
             idx = count_below(rot[w, j], thr, nthr)
             codes[w * d + j] = idx
@@ -64,14 +50,8 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
         for j in range(lane, d, 32):
             bits_q[w * d + j] = 1 if rot[w, j] >= 0 else 0  # sign(0) = +1, also for -0.0
         cuda.syncthreads()
-        for q in range(tid, warps * nbytes, tpb):
-            r = q // nbytes
-            if row0 + r < n:
-                packed[row0 + r, q - r * nbytes] = pack_byte(codes, r * d, q - r * nbytes, bits, d)
-        for q in range(tid, warps * sbytes, tpb):
-            r = q // sbytes
-            if row0 + r < n:
-                sign_bits[row0 + r, q - r * sbytes] = pack_byte(bits_q, r * d, q - r * sbytes, 1, d)
+        pack_rows(codes, packed, row0, warps, n, d, nbytes, bits, tid, tpb)
+        pack_rows(bits_q, sign_bits, row0, warps, n, d, sbytes, 1, tid, tpb)
         if row < n and lane == 0:
             norms[row] = norm
             gammas[row] = gamma
@@ -82,34 +62,23 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
 @functools.lru_cache(maxsize=None)
 def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
     """Kernel (packed, norms, sign_bits, gammas, n, signs, inv, haar, cents, proj, kappa, out)."""
-    chunks = (d + 31) // 32
-    m = hadamard_block(d)
-    nbytes = (d * bits + 7) // 8
-    sbytes = (d + 7) // 8
-    haar = rotation == "haar"
-    tpb = 32 * warps
-    wd = warps * d
+    chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
+    nbytes = packed_size(d, bits)
+    sbytes = packed_size(d, 1)
     wnb = warps * nbytes
-    wsb = warps * ((d + 7) // 8)
+    wsb = warps * sbytes
 
     def kernel(packed, norms, sign_bits, gammas, n, signs, inv, pi, cents, proj, kappa, out):
         tid = cuda.threadIdx.x
-        w = tid // 32
-        lane = tid % 32
         row0 = cuda.blockIdx.x * warps
-        row = row0 + w
-        src = row if row < n else n - 1
+        w, lane, row, src = _warp.rows(tid, row0, n)
         stage = cuda.shared.array(wnb, uint8)
         zs = cuda.shared.array(wsb, uint8)
         buf = cuda.shared.array((warps, d), float32)
         rot = cuda.shared.array((warps, d), float32)
         part = cuda.local.array(32, float32)
-        for q in range(tid, warps * nbytes, tpb):
-            r = q // nbytes
-            stage[q] = packed[row0 + r, q - r * nbytes] if row0 + r < n else 0
-        for q in range(tid, warps * sbytes, tpb):
-            r = q // sbytes
-            zs[q] = sign_bits[row0 + r, q - r * sbytes] if row0 + r < n else 0
+        stage_rows(packed, stage, row0, warps, n, nbytes, tid, tpb)
+        stage_rows(sign_bits, zs, row0, warps, n, sbytes, tid, tpb)
         cuda.syncthreads()
         scale = fmul(kappa, gammas[src])
         for j in range(lane, d, 32):
@@ -120,11 +89,7 @@ def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
             c = cents[unpack_index(stage, w * nbytes, j, bits, nbytes)]
             buf[w, j] = fadd(c, fmul(corr, scale))
         cuda.syncthreads()
-        if haar:
-            _warp.matvec(pi, True, buf, w, rot, lane, d, chunks, part)
-        else:
-            _warp.hadamard_inverse(buf, w, lane, signs, ROUNDS, inv, d, m)
-            _warp.copy_row(buf, rot, w, lane, d)
+        _warp.rotate(buf, w, rot, lane, haar, True, pi, signs, inv, d, m, chunks, part)
         if row < n:
             nv = norms[row]
             for j in range(lane, d, 32):

@@ -52,7 +52,7 @@ def normative_signatures(d: int = 128, bits: int = 3, d_odd: int = 96):
         _, fn = estimators.rotate_kernel(d_odd, rot, 4, False)
         out.append((f"estimators.rotate[{rot}]", fn, (f32_2d, i64, f32_2d, f32, f32_2d, f32_2d)))
     _, fn = estimators.matvec_kernel(d_odd, 4)
-    out.append(("estimators.matvec", fn, (f32_2d, i64, f32_2d, f32_2d)))
+    out.append(("estimators.matvec", fn, (f32_2d, i64, f32_2d, f32, f32_2d, f32_2d)))
     return out
 
 
