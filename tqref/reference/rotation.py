@@ -2,12 +2,16 @@
 
 Two kinds, both defined for every dimension d ≥ 2:
 
-* ``"hadamard"`` (portable tier, the default). ``HADAMARD_ROUNDS`` rounds of
-  "random signs, then normalised Walsh–Hadamard". For d a power of two the transform of a
-  round is ``H_d · diag(s_r)``. For other d, let m be the largest power of two below d; a
-  round applies the signs, then ``H_m`` to coordinates [0, m), then ``H_m`` to coordinates
-  [d − m, d) (two overlapping blocks, so every output coordinate mixes every input). Each
-  step is orthogonal, so the whole rotation is. Only sign flips, add/sub butterflies and one
+* ``"hadamard"`` (portable tier, the default). A sequence of steps, each "multiply the
+  whole vector by fresh random signs, then apply the normalised Walsh–Hadamard transform
+  H_m to one block". For d a power of two there is one block (m = d) and
+  ``HADAMARD_ROUNDS`` steps: Π = H D_3 H D_2 H D_1. For other d, m is the largest power of
+  two below d, the blocks are [0, m) and [d − m, d) (overlapping, so every output mixes every
+  input), and each round is two steps — head block, then tail block — so 2·HADAMARD_ROUNDS
+  steps in all. Fresh signs before *every* block matter: with one sign vector per round
+  the tail block of round 1 sees a truncated constant vector, and one-hot inputs ended at
+  up to 4× the codebook's distortion at d = 160 (docs/decisions.md). Each step is
+  orthogonal, so the whole rotation is. Only sign flips, add/sub butterflies and one
   multiply by ``float32(1) / sqrt(float32(m))`` per block are used: bit-exact everywhere.
 
   Why three rounds: one round maps a one-hot input to a vector whose coordinates are all
@@ -22,7 +26,7 @@ Two kinds, both defined for every dimension d ≥ 2:
   conformance vectors. Applying Π uses the written-order dot product
   (:func:`tqref.reference.reduction.ordered_matvec`), so given Π the codes are exact.
 
-Signs for round r are ``prng.rademacher(seed, STREAM_ROTATION_SIGNS, d, start=r * d)``.
+Signs for step s are ``prng.rademacher(seed, STREAM_ROTATION_SIGNS, d, start=s * d)``.
 """
 
 from __future__ import annotations
@@ -92,34 +96,40 @@ def _fwht_rows(y: np.ndarray, normalize: bool = True) -> None:
         y *= inverse_sqrt(n)
 
 
+def hadamard_steps(d: int) -> list:
+    """The blocks [lo, hi) transformed by the successive steps of the Hadamard rotation.
+
+    >>> hadamard_steps(8)
+    [(0, 8), (0, 8), (0, 8)]
+    >>> hadamard_steps(80)[:2]
+    [(0, 64), (16, 80)]
+    """
+    m = hadamard_block(d)
+    blocks = [(0, m)] if m == d else [(0, m), (d - m, d)]
+    return blocks * HADAMARD_ROUNDS
+
+
 @functools.lru_cache(maxsize=256)
 def hadamard_signs(d: int, seed: int) -> np.ndarray:
-    """Random signs of all rounds: float32 (HADAMARD_ROUNDS, d), read-only."""
-    signs = prng.rademacher(seed, prng.STREAM_ROTATION_SIGNS, HADAMARD_ROUNDS * d)
-    signs = signs.reshape(HADAMARD_ROUNDS, d)
+    """Random signs of every step: float32 (len(hadamard_steps(d)), d), read-only."""
+    steps = len(hadamard_steps(d))
+    signs = prng.rademacher(seed, prng.STREAM_ROTATION_SIGNS, steps * d).reshape(steps, d)
     signs.setflags(write=False)
     return signs
-
-
-def _blocks(d: int):
-    """Row ranges of the Hadamard blocks of one round: [0, m) and, if m < d, [d − m, d)."""
-    m = hadamard_block(d)
-    return [(0, m)] if m == d else [(0, m), (d - m, d)]
 
 
 def hadamard_forward(x: np.ndarray, seed: int) -> np.ndarray:
     """Π x for the randomized Hadamard rotation: float32 (..., d) -> float32 (..., d).
 
-    Each round r: multiply by signs[r], then the normalised FWHT on each block in order.
+    Step s: multiply by signs[s], then the normalised FWHT on block hadamard_steps(d)[s].
     """
     x = np.asarray(x, dtype=_F32)
     d = x.shape[-1]
     signs = hadamard_signs(d, seed)
     y = np.array(x.reshape(-1, d).T, order="C")  # a copy, vectors as columns (see _fwht_rows)
-    for r in range(HADAMARD_ROUNDS):
-        y *= signs[r][:, None]
-        for lo, hi in _blocks(d):
-            _fwht_rows(y[lo:hi])
+    for s, (lo, hi) in enumerate(hadamard_steps(d)):
+        y *= signs[s][:, None]
+        _fwht_rows(y[lo:hi])
     return y.T.reshape(x.shape)
 
 
@@ -129,10 +139,11 @@ def hadamard_inverse(y: np.ndarray, seed: int) -> np.ndarray:
     d = y.shape[-1]
     signs = hadamard_signs(d, seed)
     x = np.array(y.reshape(-1, d).T, order="C")
-    for r in reversed(range(HADAMARD_ROUNDS)):
-        for lo, hi in reversed(_blocks(d)):
-            _fwht_rows(x[lo:hi])
-        x *= signs[r][:, None]
+    steps = hadamard_steps(d)
+    for s in reversed(range(len(steps))):
+        lo, hi = steps[s]
+        _fwht_rows(x[lo:hi])
+        x *= signs[s][:, None]
     return x.T.reshape(y.shape)
 
 

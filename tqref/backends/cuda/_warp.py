@@ -149,26 +149,27 @@ def fwht_block(buf, w, lane, lo, m, inv):
 
 @jit_device
 def hadamard_forward(buf, w, lane, signs, rounds, inv, d, m):
-    """Π u for the randomized Hadamard rotation (reference rotation.hadamard_forward)."""
-    for r in range(rounds):
+    """Π u for the randomized Hadamard rotation (reference rotation.hadamard_forward):
+    step s multiplies by signs[s], then transforms block s mod nb (head [0, m), tail
+    [d − m, d)); nb = 1 when d is a power of two, else 2."""
+    nb = 1 if m == d else 2
+    for s in range(rounds * nb):
         for j in range(lane, d, 32):
-            buf[w, j] = fmul(buf[w, j], signs[r, j])
+            buf[w, j] = fmul(buf[w, j], signs[s, j])
         warp_sync()
-        fwht_block(buf, w, lane, 0, m, inv)
-        if m != d:
-            fwht_block(buf, w, lane, d - m, m, inv)
+        fwht_block(buf, w, lane, 0 if s % nb == 0 else d - m, m, inv)
 
 
 @jit_device
 def hadamard_inverse(buf, w, lane, signs, rounds, inv, d, m):
-    """Πᵀ y: rounds in reverse, blocks in reverse, then the signs (rotation.hadamard_inverse)."""
-    for rr in range(rounds):
-        r = rounds - 1 - rr
-        if m != d:
-            fwht_block(buf, w, lane, d - m, m, inv)
-        fwht_block(buf, w, lane, 0, m, inv)
+    """Πᵀ y: the steps of hadamard_forward in reverse, each block transform then its signs
+    (rotation.hadamard_inverse)."""
+    nb = 1 if m == d else 2
+    for ss in range(rounds * nb):
+        s = rounds * nb - 1 - ss
+        fwht_block(buf, w, lane, 0 if s % nb == 0 else d - m, m, inv)
         for j in range(lane, d, 32):
-            buf[w, j] = fmul(buf[w, j], signs[r, j])
+            buf[w, j] = fmul(buf[w, j], signs[s, j])
         warp_sync()
 
 
