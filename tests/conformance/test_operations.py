@@ -1,0 +1,49 @@
+"""Given data: requests that carry their own matrix or codebook run on the reference only."""
+
+import numpy as np
+import pytest
+
+from tqref.backends import available
+from tqref.conformance import operations
+from tqref.reference import codebook as cb
+from tqref.reference import mse
+
+
+def _request(d=16, bits=2, matrix=None):
+    book = cb.lloyd_max(bits, d)
+    x = np.linspace(-1, 1, d, dtype=np.float32)
+    return {"dim": d, "bits": bits, "seed": 3, "rotation": "haar", "codebookLaw": "beta", "normDtype": "float32",
+            "boundaries": np.array(book.boundaries), "centroids": book.centroids_f32, "x": x,
+            "matrix": np.eye(d, dtype=np.float32) if matrix is None else matrix}
+
+
+def test_a_given_haar_matrix_is_used_by_the_reference():
+    req = _request()
+    out = operations.run("mse_quantize", req)
+    unit, _ = mse.split_norm(req["x"][None])
+    assert np.array_equal(out["rotated"], unit[0])  # Π = I: the rotated vector is the unit vector
+    back = operations.run("mse_dequantize", {**req, "packed": out["packed"], "norm": out["norm"]})
+    expected = req["centroids"][out["indices"]] * out["norm"]
+    assert np.array_equal(back["xhat"], expected)
+
+
+def test_given_codebooks_are_used_by_the_reference():
+    req = _request()
+    req["boundaries"] = np.array([-10.0, 10.0, 20.0])  # everything lands in cell 1
+    out = operations.run("mse_quantize", req)
+    assert set(out["indices"].tolist()) == {1}
+
+
+@pytest.mark.parametrize("backend", [b for b in available() if b != "reference"])
+def test_other_backends_refuse_given_data_as_unsupported(backend):
+    with pytest.raises(operations.Unsupported, match="only the reference backend"):
+        operations.run("mse_quantize", _request(), backend)
+
+
+def test_the_haar_patch_is_undone():
+    from tqref.reference import rotation
+
+    before = rotation.haar_matrix
+    operations.run("mse_quantize", _request())
+    assert rotation.haar_matrix is before
+    assert not np.array_equal(rotation.haar_matrix(16, 3), np.eye(16, dtype=np.float32))
