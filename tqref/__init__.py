@@ -10,18 +10,11 @@ Public API (everything else may change):
     backends()                         names of the backends available here
 """
 
+from . import backends  # callable: tqref.backends() lists the available backends
 from .reference.cache import KVCache
 from .quantizers import MSECodes, ProdCodes, TurboQuantMSE, TurboQuantProd, lloyd_max, pack_bits, unpack_bits
 
 __version__ = "0.1.0"
-
-
-def backends() -> list:
-    """Names of the backends that load on this machine ("reference" always)."""
-    import importlib
-
-    # the subpackage tqref.backends is shadowed by this function on the package object
-    return importlib.import_module("tqref.backends").available()
 
 
 __all__ = [

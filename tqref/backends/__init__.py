@@ -12,6 +12,8 @@ an error naming the reason — never a silent fallback. ``"auto"`` is the explic
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 #: name -> "module:attribute" of a zero-argument factory returning the backend object.
 _REGISTRY = {
@@ -69,3 +71,14 @@ def available() -> list:
             continue
         names.append(name)
     return names
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``tqref.backends()`` list the available backends while ``tqref.backends`` stays
+    this package (``tqref.backends.get``, ``tqref.backends.numba_cpu``, ...)."""
+
+    def __call__(self) -> list:
+        return available()
+
+
+sys.modules[__name__].__class__ = _CallableModule
