@@ -6,7 +6,8 @@
 
 Sections (letters as in docs/decisions.md):
   a  Hadamard rounds: 1, 2, 3 rounds vs Haar on adversarial inputs (d = 128, 3 bits)
-  b  non-power-of-two dimensions by overlapping Hadamard blocks, vs theory and Haar
+  b  non-power-of-two dimensions by overlapping Hadamard blocks, vs theory, Haar and the
+     replaced one-sign-vector-per-round construction
   c  "beta" vs "gaussian" codebooks at small d (quadrature under the exact marginal + Monte Carlo)
   d  TurboQuant_prod residual taken in the rotated domain vs in the input domain
   e  QJL constants: orthogonal kappa; measured slope (relative bias) of each projection
@@ -173,18 +174,24 @@ def uniform_sphere_nmse(book: cb.Codebook, count: int, rng) -> tuple[float, floa
     return mean_se(np.concatenate(errs))
 
 
-def hadamard_variant(x: np.ndarray, seed: int, *, signs_each_block: bool, rounds: int = 3) -> np.ndarray:
+def hadamard_variant(x: np.ndarray, seed: int, *, construction: str, rounds: int = 3) -> np.ndarray:
     """Randomized Hadamard rotation rebuilt from public parts (prng, fwht), for comparison.
 
-    ``signs_each_block=False`` is tqref's construction (asserted bit-identical to
-    rotation.hadamard_forward below): per round, signs then H_m on [0, m) then H_m on
-    [d − m, d). ``True`` is the alternative measured here: fresh random signs before *each*
-    block transform (2 sign vectors per round; this sign layout is only for the measurement).
+    ``construction="tqref"`` is tqref's rotation (asserted bit-identical to
+    rotation.hadamard_forward in section (b)): a sequence of steps, each "fresh random signs
+    on all d coordinates, then H_m on one block"; per round the head block [0, m), then, if
+    m < d, the tail block [d − m, d); the signs of step s are elements [s·d, (s + 1)·d) of
+    STREAM_ROTATION_SIGNS. ``construction="per-round"`` is the construction it replaced and the
+    alternative measured here: one sign vector per round (elements [r·d, (r + 1)·d)), then
+    H_m on [0, m) and H_m on [d − m, d) with no signs in between. For d a power of two there is
+    one block and the two constructions are the same.
     """
+    if construction not in ("tqref", "per-round"):
+        raise ValueError(f"construction: expected 'tqref' or 'per-round', got {construction!r}")
     d = x.shape[-1]
     m = rotation.hadamard_block(d)
     blocks = [(0, m)] if m == d else [(0, m), (d - m, d)]
-    per_round = len(blocks) if signs_each_block else 1
+    per_round = len(blocks) if construction == "tqref" else 1
     signs = prng.rademacher(seed, prng.STREAM_ROTATION_SIGNS, rounds * per_round * d).reshape(rounds, per_round, d)
     y = np.array(x, dtype=F32)
     for r in range(rounds):
@@ -206,10 +213,14 @@ def section_b() -> None:
     dims = (80, 96, 112, 128, 160, 384, 768, 1024, 1536, 3072)
     rng = np.random.default_rng(202)
     seeds, gauss_per_seed = n_of(400), 8
-    for d in (80, 160, 1536):  # the rebuilt construction is tqref's, bit for bit
-        x = rng.standard_normal((3, d)).astype(F32)
+    check_rng = np.random.default_rng(2020)
+    for d in (80, 160, 1536, 96, 112, 128):  # the rebuilt "tqref" construction is tqref's, bit for bit
+        # (the first three draw from rng, as before the change, so the Haar column is reproduced)
+        x = (rng if d in (80, 160, 1536) else check_rng).standard_normal((3, d)).astype(F32)
         for s in (0, 1, 12345):
-            assert np.array_equal(hadamard_variant(x, s, signs_each_block=False), rotation.hadamard_forward(x, s))
+            assert np.array_equal(hadamard_variant(x, s, construction="tqref"), rotation.hadamard_forward(x, s))
+            if rotation.is_power_of_two(d):  # one block: the old construction is the same rotation
+                assert np.array_equal(hadamard_variant(x, s, construction="per-round"), rotation.hadamard_forward(x, s))
     rows, rows_fixed = [], []
     for d in dims:
         book = tqref.lloyd_max(bits, d, "beta")
@@ -227,7 +238,7 @@ def section_b() -> None:
             for i, n in enumerate(names):
                 per[n].append(e[i])
             per["gauss"].append(e[len(names):].mean())
-            alt.append(rotated_nmse(hadamard_variant(fixed, s, signs_each_block=True), book))
+            alt.append(rotated_nmse(hadamard_variant(fixed, s, construction="per-round"), book))
         res = {n: mean_se(v) for n, v in per.items()}
         alt = np.array(alt)
         m = rotation.hadamard_block(d)
@@ -237,25 +248,30 @@ def section_b() -> None:
         rows_fixed.append([d] + [f"{res[n][0] / theory:.2f} ± {res[n][1] / theory:.2f}" for n in names]
                           + [f"{alt[:, i].mean() / theory:.2f} ± {alt[:, i].std(ddof=1) / math.sqrt(seeds) / theory:.2f}"
                              for i in range(len(names))])
-    spike = []
-    for d in (80, 160, 1536, 3072):
-        e1 = np.zeros((1, d), F32)
-        e1[0, 0] = 1.0
-        y = np.stack([hadamard_variant(e1, s, signs_each_block=False, rounds=1)[0] for s in range(20)])
-        spike.append(f"d = {d}: {np.max(y.astype(np.float64) ** 2, axis=1).min():.4f}–{np.max(y.astype(np.float64) ** 2, axis=1).max():.4f}")
+    spike = {"per-round": [], "tqref": []}
+    for construction, found in spike.items():
+        for d in (80, 160, 1536, 3072):
+            e1 = np.zeros((1, d), F32)
+            e1[0, 0] = 1.0
+            y = np.stack([hadamard_variant(e1, s, construction=construction, rounds=1)[0] for s in range(20)])
+            top = np.max(y.astype(np.float64) ** 2, axis=1)
+            found.append(f"d = {d}: {top.min():.4f}–{top.max():.4f}")
     print(f"### (b) Dimensions that are not powers of two: normalised MSE, {bits} bits, beta codebook\n")
-    print(f"Hadamard (tqref, 3 rounds, overlapping blocks): {seeds} seeds × {gauss_per_seed} Gaussian vectors. "
+    print(f"Hadamard (tqref: 3 rounds, fresh signs before each block): {seeds} seeds × {gauss_per_seed} Gaussian vectors. "
           "Haar column: uniform directions on the sphere (exactly the distribution of Πx under a Haar Π), "
           "max(4000, 6e6/d) vectors.\n")
     table(["d", "Hadamard blocks", "theory", "Haar (sampled)", "Hadamard, Gaussian inputs", "ratio"], rows)
-    print("Largest energy fraction max_j y_j² in one coordinate after one round of tqref's construction "
-          "applied to e_1 (20 seeds, min–max): " + "; ".join(spike) + " (1/d for a perfectly spread vector).\n")
+    print("Largest energy fraction max_j y_j² in one coordinate after one round applied to e_1 (20 seeds, "
+          "min–max; 1/d for a perfectly spread vector). One sign vector per round (the replaced "
+          "construction): " + "; ".join(spike["per-round"]) + ". tqref (signs before each block): "
+          + "; ".join(spike["tqref"]) + ".\n")
     print(f"Fixed inputs, ratio to theory (mean over {seeds} seeds ± SE). Left: tqref's construction "
-          "(one sign vector per round, then H_m on [0, m) and on [d − m, d)), through the public quantizer. "
-          "Right: the alternative with fresh random signs before *each* block transform (not what tqref "
-          "ships; error measured in the rotated domain).\n")
+          "(fresh signs, then H_m on [0, m); fresh signs, then H_m on [d − m, d); per round), through the "
+          "public quantizer. Right: the construction it replaced (one sign vector per round, then H_m on "
+          "[0, m) and on [d − m, d)), error measured in the rotated domain. Same seeds and inputs; for "
+          "power-of-two d both are the same rotation.\n")
     short = ["e_1", "e_d", "constant", "e_1+e_2"]
-    table(["d"] + [f"tqref: {n}" for n in short] + [f"signs per block: {n}" for n in short], rows_fixed)
+    table(["d"] + [f"tqref: {n}" for n in short] + [f"one sign per round: {n}" for n in short], rows_fixed)
 
 
 # ------------------------------------------------------------------------------------ (c)
