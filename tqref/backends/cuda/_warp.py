@@ -216,7 +216,7 @@ def rotate(buf, w, out, lane, haar, inverse, pi, signs, inv, d, m, chunks, part)
     """out[w] <- Π buf[w] (Πᵀ buf[w] if ``inverse``): reference rotation.rotate(_inverse).
 
     Haar: :func:`matvec` with ``pi`` (transposed for the inverse), ``buf`` unchanged.
-    Hadamard: ``HADAMARD_ROUNDS`` rounds in place in ``buf``, then copied to ``out``.
+    Hadamard: the steps of rotation.hadamard_steps in place in ``buf``, then copied to ``out``.
     ``haar`` and ``inverse`` are compile-time constants of the calling kernel.
     """
     if haar:
