@@ -1,0 +1,267 @@
+"""Numba kernels mirroring tqref.reference.mse, prod, qjl and packing, one tile at a time.
+
+Every kernel takes plain arrays (see _plan.KernelPlan) and loops ``prange`` over
+``nchunks`` contiguous runs of tiles, each run with its own scratch (allocated once per
+run, never per vector). ``nchunks == 1`` with the serial variant is single-threaded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from . import _simd as S
+from . import _tile as T
+from ._jit import TILE, jit, kernel
+
+L = TILE
+LANES = T.LANES
+_F32 = np.float32
+
+
+@jit
+def _pad8(d):
+    """Rows of an index tile: d rounded up to whole groups of 8 (the padding stays zero)."""
+    return (d + 7) // 8 * 8
+
+
+@jit
+def _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc):
+    """rotation.rotate on the tile (buf holds Π's input with its "pre" signs applied).
+
+    Returns the tile that holds Π u (buf for Hadamard, buf2 for Haar).
+    """
+    if haar:
+        T.matvec(pi, buf, d, buf2, acc)
+        return buf2
+    T.hadamard_steps(buf, m, fo, ff, ff[0], False)
+    return buf
+
+
+@jit
+def _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc):
+    """rotation.rotate_inverse on the tile; returns the tile holding Πᵀ y."""
+    if haar:
+        T.matvec(pi_t, buf, d, buf2, acc)
+        return buf2
+    T.hadamard_steps(buf, m, io, if_, ip, True)
+    return buf
+
+
+@jit
+def _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
+                   buf, buf2, idx, acc, nrm, tmp, scale, word, packed, norms):
+    """mse.quantize_rotated + pack for one tile; returns the tile holding y = Π u."""
+    d = x.shape[1]
+    T.load_split_norm(x, xbits, r0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
+    y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
+    T.index_tile(y, d, thr, idx)
+    T.pack_tile(idx, d, bits, packed, r0, cnt, word)
+    for l in range(cnt):
+        norms[r0 + l] = nrm[l]
+    return y
+
+
+@kernel
+def mse_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms, nchunks):
+    """mse.quantize: x float32 (n, d) (xbits: its uint32 view) -> packed, norms."""
+    n, d = x.shape
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        buf = np.empty((d, L), _F32)
+        buf2 = np.empty((d, L), _F32)
+        idx = np.zeros((_pad8(d), L), np.uint8)
+        acc = np.empty((4, LANES, L), _F32)
+        tmp = np.empty(L, _F32)
+        nrm = np.empty(L, _F32)
+        scale = np.empty(L, np.float64)
+        word = np.empty(L, np.uint64)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
+                           buf, buf2, idx, acc, nrm, tmp, scale, word, packed, norms)
+
+
+@kernel
+def mse_dequantize(packed, norms, centroids, bits, m, ip, io, if_, pi_t, haar, out, nchunks):
+    """mse.dequantize: packed (n, nb), norms (n,) -> out float32 (n, d)."""
+    n, d = out.shape
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        buf = np.empty((_pad8(d), L), _F32)
+        buf2 = np.empty((d, L), _F32)
+        rowbuf = np.empty((L, d), _F32)
+        word = np.empty(L, np.uint64)
+        acc = np.empty((4, LANES, L), _F32)
+        lanes = np.empty(L, _F32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            T.unpack_tile(packed, r0, cnt, bits, d, centroids, buf, rowbuf, word)
+            xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
+            T.store_scaled(xh, norms, out, r0, cnt, d, lanes, rowbuf)
+
+
+@kernel
+def prod_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+                  packed, norms, signs, gammas, nchunks):
+    """prod.quantize: x (n, d) -> packed (n, nb), norms (n,), signs (n, ceil(d/8)), γ (n,)."""
+    n, d = x.shape
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        buf = np.empty((d, L), _F32)
+        buf2 = np.empty((d, L), _F32)
+        res = np.empty((d, L), _F32)
+        idx = np.zeros((_pad8(d), L), np.uint8)
+        sgn = np.zeros((_pad8(d), L), np.uint8)
+        acc = np.empty((4, LANES, L), _F32)
+        tmp = np.empty(L, _F32)
+        nrm = np.empty(L, _F32)
+        scale = np.empty(L, np.float64)
+        word = np.empty(L, np.uint64)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            y = _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
+                               buf, buf2, idx, acc, nrm, tmp, scale, word, packed, norms)
+            # prod step 2: residual in the rotated domain; step 3: γ = ordered_norm(r)
+            for j in range(d):
+                for q in range(L):
+                    res[j, q] = y[j, q] - centroids[idx[j, q]]
+            T.sum_squares(res, d, acc[0], tmp)
+            for l in range(cnt):
+                gammas[r0 + l] = np.sqrt(tmp[l])
+            # QJL sign bits: bit i = [ordered_dot(S_i, r) >= 0] (−0.0 >= 0 holds)
+            T.matvec(proj, res, d, y, acc)  # y is spent: reuse its storage for S r
+            for j in range(d):
+                for q in range(L):
+                    sgn[j, q] = y[j, q] >= 0
+            T.pack_tile(sgn, d, 1, signs, r0, cnt, word)
+
+
+@kernel
+def prod_dequantize(packed, norms, signs, gammas, centroids, bits, proj, kappa,
+                    m, ip, io, if_, pi_t, haar, zs, out, nchunks):
+    """prod.dequantize: x̃ = norm · Πᵀ(ŷ + (zᵀ S) · (κ γ)).
+
+    ``zs``: either (0, d) — zᵀ S is then summed here, over i in increasing order — or the
+    rows' zᵀ S (n, d) computed by the caller (a BLAS matmul, as the reference does, for
+    large d). The reference's order for this sum is a matmul's (unspecified): it is the
+    one float step compared with a tolerance.
+    """
+    n, d = out.shape
+    ntiles = (n + L - 1) // L
+    given = zs.shape[0] == n and n > 0
+    pm = np.empty(2, _F32)
+    pm[0] = -1.0
+    pm[1] = 1.0
+    for c in prange(nchunks):
+        buf = np.empty((_pad8(d), L), _F32)
+        buf2 = np.empty((d, L), _F32)
+        z = np.empty((_pad8(d), L), _F32)
+        word = np.empty(L, np.uint64)
+        corr = np.empty((d, L), _F32)
+        rowbuf = np.empty((L, d), _F32)
+        acc = np.empty((4, LANES, L), _F32)
+        lanes = np.empty(L, _F32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            T.unpack_tile(packed, r0, cnt, bits, d, centroids, buf, rowbuf, word)
+            if given:
+                T.load_rows(zs, r0, cnt, corr)
+            else:
+                T.unpack_tile(signs, r0, cnt, 1, d, pm, z, rowbuf, word)
+                corr[:, :] = np.float32(0.0)
+                for j0 in range(0, d, 8):  # 8 rows of corr stay in L1 while i runs
+                    j1 = min(d, j0 + 8)
+                    for i in range(d):
+                        srow = proj[i]
+                        for j in range(j0, j1):
+                            S.acc_axpy(corr, j, srow[j], z, i)  # corr[j] += S[i, j] · z[i]
+            for q in range(L):
+                lanes[q] = kappa * (gammas[r0 + q] if q < cnt else np.float32(0.0))
+            for j in range(d):
+                S.row_mul_lanes(corr, j, lanes)
+                S.acc_add_row2(buf, j, corr, j)
+            xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
+            T.store_scaled(xh, norms, out, r0, cnt, d, lanes, rowbuf)
+
+
+@kernel
+def rotate_rows(x, sign0, m, fo, ff, pi, haar, out, nchunks):
+    """rotation.rotate of raw rows (no normalisation): x (n, d) -> out (n, d)."""
+    n, d = x.shape
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        buf = np.empty((d, L), _F32)
+        buf2 = np.empty((d, L), _F32)
+        acc = np.empty((4, LANES, L), _F32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            for j in range(d):
+                s = sign0[j]
+                for q in range(L):
+                    buf[j, q] = x[r0 + q, j] * s if q < cnt else np.float32(0.0)
+            y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
+            for q in range(cnt):
+                for j in range(d):
+                    out[r0 + q, j] = y[j, q]
+
+
+@kernel
+def pack_rows(indices, bits, out, nchunks):
+    """packing.pack_bits: indices uint8 (n, count) -> out uint8 (n, ceil(count·bits/8))."""
+    n, count = indices.shape
+    nbytes = out.shape[1]
+    mask = np.uint64((1 << bits) - 1)
+    for c in prange(nchunks):
+        for r in range(c * n // nchunks, (c + 1) * n // nchunks):
+            src = indices[r]
+            dst = out[r]
+            for g in range((count + 7) // 8):
+                w = np.uint64(0)
+                for k in range(min(8, count - 8 * g)):
+                    w |= (np.uint64(src[8 * g + k]) & mask) << np.uint64(bits * k)
+                for q in range(min(bits, nbytes - bits * g)):
+                    dst[bits * g + q] = np.uint8((w >> np.uint64(8 * q)) & np.uint64(255))
+
+
+@kernel
+def unpack_rows(packed, bits, out, nchunks):
+    """packing.unpack_bits: packed uint8 (n, nb) -> out uint8 (n, count)."""
+    n, count = out.shape
+    nbytes = packed.shape[1]
+    mask = np.uint64((1 << bits) - 1)
+    for c in prange(nchunks):
+        for r in range(c * n // nchunks, (c + 1) * n // nchunks):
+            src = packed[r]
+            dst = out[r]
+            for g in range((count + 7) // 8):
+                w = np.uint64(0)
+                for q in range(min(bits, nbytes - bits * g)):
+                    w |= np.uint64(src[bits * g + q]) << np.uint64(8 * q)
+                for k in range(min(8, count - 8 * g)):
+                    dst[8 * g + k] = np.uint8((w >> np.uint64(bits * k)) & mask)
+
+
+@kernel
+def index_rows(y, thr, out, nchunks):
+    """codebook.nearest_index of float32 rows y (n, d) through the tile path -> out uint8."""
+    n, d = y.shape
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        buf = np.empty((d, L), _F32)
+        idx = np.zeros((_pad8(d), L), np.uint8)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            for j in range(d):
+                for q in range(L):
+                    buf[j, q] = y[r0 + q, j] if q < cnt else np.float32(0.0)
+            T.index_tile(buf, d, thr, idx)
+            for q in range(cnt):
+                for j in range(d):
+                    out[r0 + q, j] = idx[j, q]
