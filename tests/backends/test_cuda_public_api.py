@@ -52,3 +52,22 @@ def test_device_array_shape_and_dtype_are_checked():
         q.quantize(device(np.ones((2, 16), np.float32)))
     with pytest.raises(ValueError, match="float32 GPU array, got float64"):
         q.quantize(device(np.ones((2, 32), np.float64)))
+
+
+def test_streams_are_normalised(monkeypatch):
+    from tqref.backends.cuda import _arrays
+
+    assert _arrays.as_stream(0) == 0 and _arrays.as_stream(None) == 0
+    seen = []
+    monkeypatch.setattr(_arrays.cuda, "external_stream", lambda ptr: seen.append(ptr) or ("ext", ptr))
+
+    class CupyLikeStream:  # what CuPy's Stream exposes: a raw pointer
+        ptr = 1234
+
+    assert _arrays.as_stream(CupyLikeStream()) == ("ext", 1234) and seen == [1234]
+
+    class NumbaLikeStream:
+        handle = object()
+
+    s = NumbaLikeStream()
+    assert _arrays.as_stream(s) is s

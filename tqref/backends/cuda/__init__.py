@@ -34,7 +34,7 @@ from . import attention as _attn
 from . import estimators as _est
 from . import mse as _mse
 from . import prod as _prod
-from ._arrays import cupy_module, empty, to_device, to_host, unwrap, wrap
+from ._arrays import cupy_module, empty, to_device, to_host, unwrap, with_stream, wrap
 from ._ops import SIMULATOR
 
 __all__ = [
@@ -150,6 +150,7 @@ def _grid(n, per_block):
 # ----------------------------------------------------------------------------- mse
 
 
+@with_stream
 def mse_quantize_device(x, plan, *, layout: str = "auto", threads: int | None = None, stream=0):
     """Algorithm 1 Quant on the GPU: x (n, d) float32 -> (packed uint8 (n, nbytes), norms (n,)).
 
@@ -180,6 +181,7 @@ def mse_quantize_device(x, plan, *, layout: str = "auto", threads: int | None = 
     return wrap(packed), wrap(norms)
 
 
+@with_stream
 def mse_dequantize_device(packed, norms, plan, *, layout: str = "auto", threads: int | None = None, stream=0):
     """Algorithm 1 DeQuant on the GPU: -> float32 (n, d), bit-identical to the reference."""
     plan, tab = _setup(plan)
@@ -210,6 +212,7 @@ def mse_dequantize_device(packed, norms, plan, *, layout: str = "auto", threads:
 # ----------------------------------------------------------------------------- prod
 
 
+@with_stream
 def prod_quantize_device(x, plan, *, threads: int | None = None, stream=0):
     """Algorithm 2 Quant: -> (packed (n, nb), norms (n,), signs (n, ceil(d/8)), gammas (n,))."""
     plan, tab = _setup(plan)
@@ -228,6 +231,7 @@ def prod_quantize_device(x, plan, *, threads: int | None = None, stream=0):
     return wrap(packed), wrap(norms), wrap(signs), wrap(gammas)
 
 
+@with_stream
 def prod_dequantize_device(packed, norms, signs, gammas, plan, *, threads: int | None = None, stream=0):
     """Algorithm 2 DeQuant: -> float32 (n, d) (float output, compared by tolerance)."""
     plan, tab = _setup(plan)
@@ -249,6 +253,7 @@ def prod_dequantize_device(packed, norms, signs, gammas, plan, *, threads: int |
 # ----------------------------------------------------------------------------- estimators
 
 
+@with_stream
 def rotate_device(x, plan, *, inverse: bool = False, threads: int | None = None, stream=0):
     """Π x (or Πᵀ x) for rows x (n, d), bit-identical to reference rotation.rotate(_inverse)."""
     plan, tab = _setup(plan)
@@ -296,11 +301,13 @@ def _scores(queries, packed, norms, signs, gammas, plan, unbiased, qt, stream):
     return wrap(out)
 
 
+@with_stream
 def mse_inner_product_device(queries, packed, norms, plan, *, unbiased: bool = False, qt: int = 4, stream=0):
     """mse estimator of ⟨q, x⟩: queries (m, d) against n codes -> float32 (m, n) on the device."""
     return _scores(queries, packed, norms, None, None, plan, unbiased, qt, stream)
 
 
+@with_stream
 def prod_inner_product_device(queries, packed, norms, signs, gammas, plan, *, qt: int = 4, stream=0):
     """Algorithm 2 estimator: float32 (m, n) on the device."""
     return _scores(queries, packed, norms, signs, gammas, plan, False, qt, stream)
@@ -309,6 +316,7 @@ def prod_inner_product_device(queries, packed, norms, signs, gammas, plan, *, qt
 # ----------------------------------------------------------------------------- attention
 
 
+@with_stream
 def attend_device(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
                   key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal,
                   chunk: int = 256, threads: int = 128, stream=0):

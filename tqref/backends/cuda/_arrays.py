@@ -120,3 +120,24 @@ def to_host(dev) -> np.ndarray:
     if cp is not None and isinstance(dev, cp.ndarray):
         return cp.asnumpy(dev)
     return cuda.as_cuda_array(dev).copy_to_host()
+
+
+def as_stream(stream):
+    """A stream Numba kernels accept: 0/None (default stream), a Numba stream, or anything
+    with a ``ptr`` attribute (a CuPy stream) wrapped by ``numba.cuda.external_stream``, so
+    work queued by CuPy and by these kernels stays ordered on one stream."""
+    if stream is None or (isinstance(stream, int) and stream == 0):
+        return 0
+    if hasattr(stream, "ptr") and not hasattr(stream, "handle"):  # CuPy, not a Numba stream
+        return cuda.external_stream(int(stream.ptr))
+    return stream
+
+
+def with_stream(fn):
+    """Decorator: normalise the ``stream=`` keyword of a device function with :func:`as_stream`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, stream=0, **kwargs):
+        return fn(*args, stream=as_stream(stream), **kwargs)
+
+    return wrapper
