@@ -46,6 +46,23 @@ def _frexp_exponent(abs_bits):
 
 
 @jit
+def load_rows(x, r0, cnt, buf):
+    """buf[j, l] = x[r0 + l, j] for rows l < cnt, zeros for the other lanes (a transpose)."""
+    d = x.shape[1]
+    full = d - d % L
+    if cnt == L:
+        for c0 in range(0, full, L):
+            S.transpose_in(x, r0, c0, buf, c0)
+        for j in range(full, d):
+            for l in range(L):
+                buf[j, l] = x[r0 + l, j]
+    else:
+        for j in range(d):
+            for l in range(L):
+                buf[j, l] = x[r0 + l, j] if l < cnt else np.float32(0.0)
+
+
+@jit
 def load_split_norm(x, xbits, r0, cnt, sign0, buf, acc, norms, nsd, scale):
     """mse.split_norm for rows r0 .. r0+cnt of x, fused with the rotation's "pre" signs.
 
@@ -65,17 +82,7 @@ def load_split_norm(x, xbits, r0, cnt, sign0, buf, acc, norms, nsd, scale):
                 e = _frexp_exponent(mx)
         expo[l] = e
         scale[l] = math.ldexp(1.0, -e)
-    full = d - d % L
-    if cnt == L:
-        for c0 in range(0, full, L):
-            S.transpose_in(x, r0, c0, buf, c0)
-        for j in range(full, d):
-            for l in range(L):
-                buf[j, l] = x[r0 + l, j]
-    else:
-        for j in range(d):
-            for l in range(L):
-                buf[j, l] = x[r0 + l, j] if l < cnt else np.float32(0.0)
+    load_rows(x, r0, cnt, buf)
     for j in range(d):
         S.row_scale_exact(buf, j, scale, sign0[j])
     sum_squares(buf, d, acc, nsd)
@@ -85,23 +92,6 @@ def load_split_norm(x, xbits, r0, cnt, sign0, buf, acc, norms, nsd, scale):
         nsd[l] = ns if ns > 0 else np.float32(1.0)
     for j in range(d):
         S.row_div_lanes(buf, j, nsd)
-
-
-@jit
-def load_rows(x, r0, cnt, buf):
-    """buf[j, l] = x[r0 + l, j] for rows l < cnt, zeros for the other lanes (a transpose)."""
-    d = x.shape[1]
-    full = d - d % L
-    if cnt == L:
-        for c0 in range(0, full, L):
-            S.transpose_in(x, r0, c0, buf, c0)
-        for j in range(full, d):
-            for l in range(L):
-                buf[j, l] = x[r0 + l, j]
-    else:
-        for j in range(d):
-            for l in range(L):
-                buf[j, l] = x[r0 + l, j] if l < cnt else np.float32(0.0)
 
 
 @jit
@@ -288,6 +278,18 @@ def pack_tile(idx, d, bits, out, r0, cnt, word):
 
 
 @jit
+def load_word(packed, r, col, nbytes):
+    """The little-endian word of the 8-index group starting at byte col of row r: one
+    8-byte load, or byte by byte for the row's last group (bytes past the row read as 0)."""
+    if col + 8 <= nbytes:
+        return S.load_u64(packed, r, col)
+    w = np.uint64(0)
+    for q in range(nbytes - col):
+        w |= np.uint64(packed[r, col + q]) << np.uint64(8 * q)
+    return w
+
+
+@jit
 def unpack_tile(packed, r0, cnt, bits, d, table, buf, rowbuf, word):
     """buf[j, l] = table[index j of packed[r0 + l]] (mse.centroids_of); lanes ≥ cnt get
     table[0]. buf needs rows padded to a multiple of 8 (the padding rows are scratch).
@@ -302,14 +304,7 @@ def unpack_tile(packed, r0, cnt, bits, d, table, buf, rowbuf, word):
         for g in range(groups):
             col = bits * g
             for l in range(L):
-                w = np.uint64(0)
-                if l < cnt:
-                    if col + 8 <= nbytes:
-                        w = S.load_u64(packed, r0 + l, col)
-                    else:
-                        for q in range(nbytes - col):
-                            w |= np.uint64(packed[r0 + l, col + q]) << np.uint64(8 * q)
-                word[l] = w
+                word[l] = load_word(packed, r0 + l, col, nbytes) if l < cnt else np.uint64(0)
             if bits == 1:
                 S.unpack_words_1(buf, 8 * g, word, table)
             elif bits == 2:
@@ -325,24 +320,13 @@ def unpack_tile(packed, r0, cnt, bits, d, table, buf, rowbuf, word):
         if l < cnt:
             r = r0 + l
             for g in range(groups):
-                col = bits * g
-                if col + 8 <= nbytes:
-                    w = S.load_u64(packed, r, col)
-                else:
-                    w = np.uint64(0)
-                    for q in range(nbytes - col):
-                        w |= np.uint64(packed[r, col + q]) << np.uint64(8 * q)
+                w = load_word(packed, r, bits * g, nbytes)
                 for k in range(min(8, d - 8 * g)):
                     dst[8 * g + k] = table[(w >> np.uint64(bits * k)) & mask]
         else:
             for j in range(d):
                 dst[j] = table[0]
-    full = d - d % L
-    for c0 in range(0, full, L):
-        S.transpose_in(rowbuf, 0, c0, buf, c0)
-    for j in range(full, d):
-        for l in range(L):
-            buf[j, l] = rowbuf[l, j]
+    load_rows(rowbuf, 0, L, buf)
 
 
 @jit

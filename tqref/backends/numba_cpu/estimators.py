@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from . import _simd as S
 from ._jit import jit, kernel
+from ._tile import load_word
 
 _F32 = np.float32
 
@@ -77,28 +77,11 @@ def scan_key(lut, packed, r, bits, p, nbytes):
     groups = lut.shape[0] // fields
     acc = np.float32(0.0)
     for g in range(groups):
-        col = bits * g
-        if col + 8 <= nbytes:
-            w = S.load_u64(packed, r, col)
-        else:
-            w = np.uint64(0)
-            for q in range(nbytes - col):
-                w |= np.uint64(packed[r, col + q]) << np.uint64(8 * q)
+        w = load_word(packed, r, bits * g, nbytes)
         base = g * fields
         for f in range(fields):
             acc += lut[base + f, (w >> (fbits * np.uint64(f))) & fmask]
     return acc
-
-
-@jit
-def _word(packed, r, col, nbytes):
-    """The little-endian word of the 8-index group starting at byte col of row r."""
-    if col + 8 <= nbytes:
-        return S.load_u64(packed, r, col)
-    w = np.uint64(0)
-    for q in range(nbytes - col):
-        w |= np.uint64(packed[r, col + q]) << np.uint64(8 * q)
-    return w
 
 
 @jit
@@ -115,10 +98,10 @@ def scan_keys4(lut, packed, r, bits, p, nbytes, out4):
     a3 = np.float32(0.0)
     for g in range(groups):
         col = bits * g
-        w0 = _word(packed, r, col, nbytes)
-        w1 = _word(packed, r + 1, col, nbytes)
-        w2 = _word(packed, r + 2, col, nbytes)
-        w3 = _word(packed, r + 3, col, nbytes)
+        w0 = load_word(packed, r, col, nbytes)
+        w1 = load_word(packed, r + 1, col, nbytes)
+        w2 = load_word(packed, r + 2, col, nbytes)
+        w3 = load_word(packed, r + 3, col, nbytes)
         base = g * fields
         for f in range(fields):
             sh = fbits * np.uint64(f)
