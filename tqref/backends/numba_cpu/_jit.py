@@ -34,6 +34,13 @@ def jit(fn):
     return numba.njit(**OPTIONS)(fn)
 
 
+def jit_inline(fn):
+    """Like :func:`jit`, but inlined into each caller at Numba IR level, so that constant
+    arguments fold as if the body were written at the call site (LLVM does not inline a
+    helper with loops, and its loop bounds and shifts would stay run-time values)."""
+    return numba.njit(inline="always", **OPTIONS)(fn)
+
+
 def _renamed(fn, suffix: str):
     """A copy of ``fn`` under another qualified name.
 

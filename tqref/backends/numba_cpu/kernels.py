@@ -12,7 +12,7 @@ from numba import prange
 
 from . import _simd as S
 from . import _tile as T
-from ._jit import TILE, jit, kernel
+from ._jit import TILE, jit, jit_inline, kernel
 
 L = TILE
 LANES = T.LANES
@@ -49,9 +49,17 @@ def _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc):
 
 
 @jit
-def _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
-                   buf, buf2, idx, acc, nrm, tmp, scale, word, packed, norms):
+def _quantize_scratch(d):
+    """One run's scratch for _quantize_tile: (buf, buf2, idx, acc, nrm, tmp, scale, word)."""
+    return (np.empty((d, L), _F32), np.empty((d, L), _F32), np.zeros((_pad8(d), L), np.uint8),
+            np.empty((4, LANES, L), _F32), np.empty(L, _F32), np.empty(L, _F32), np.empty(L, np.float64),
+            np.empty(L, np.uint64))
+
+
+@jit
+def _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms):
     """mse.quantize_rotated + pack for one tile; returns the tile holding y = Π u."""
+    buf, buf2, idx, acc, nrm, tmp, scale, word = scratch
     d = x.shape[1]
     T.load_split_norm(x, xbits, r0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
     y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
@@ -68,19 +76,19 @@ def mse_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms,
     n, d = x.shape
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
-        buf = np.empty((d, L), _F32)
-        buf2 = np.empty((d, L), _F32)
-        idx = np.zeros((_pad8(d), L), np.uint8)
-        acc = np.empty((4, LANES, L), _F32)
-        tmp = np.empty(L, _F32)
-        nrm = np.empty(L, _F32)
-        scale = np.empty(L, np.float64)
-        word = np.empty(L, np.uint64)
+        scratch = _quantize_scratch(d)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
-            _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
-                           buf, buf2, idx, acc, nrm, tmp, scale, word, packed, norms)
+            _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
+
+
+@jit
+def _dequantize_scratch(d):
+    """One run's scratch for unpack_tile, _rotate_inverse and store_scaled:
+    (buf, buf2, rowbuf, word, acc, lanes); buf has _pad8(d) rows (unpack_tile's groups)."""
+    return (np.empty((_pad8(d), L), _F32), np.empty((d, L), _F32), np.empty((L, d), _F32),
+            np.empty(L, np.uint64), np.empty((4, LANES, L), _F32), np.empty(L, _F32))
 
 
 @kernel
@@ -89,12 +97,7 @@ def mse_dequantize(packed, norms, centroids, bits, m, ip, io, if_, pi_t, haar, o
     n, d = out.shape
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
-        buf = np.empty((_pad8(d), L), _F32)
-        buf2 = np.empty((d, L), _F32)
-        rowbuf = np.empty((L, d), _F32)
-        word = np.empty(L, np.uint64)
-        acc = np.empty((4, LANES, L), _F32)
-        lanes = np.empty(L, _F32)
+        buf, buf2, rowbuf, word, acc, lanes = _dequantize_scratch(d)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
@@ -110,21 +113,14 @@ def prod_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, centroids, bits, pr
     n, d = x.shape
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
-        buf = np.empty((d, L), _F32)
-        buf2 = np.empty((d, L), _F32)
+        scratch = _quantize_scratch(d)
+        _buf, _buf2, idx, acc, _nrm, tmp, _scale, word = scratch  # prod also reads these
         res = np.empty((d, L), _F32)
-        idx = np.zeros((_pad8(d), L), np.uint8)
         sgn = np.zeros((_pad8(d), L), np.uint8)
-        acc = np.empty((4, LANES, L), _F32)
-        tmp = np.empty(L, _F32)
-        nrm = np.empty(L, _F32)
-        scale = np.empty(L, np.float64)
-        word = np.empty(L, np.uint64)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
-            y = _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
-                               buf, buf2, idx, acc, nrm, tmp, scale, word, packed, norms)
+            y = _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
             # prod step 2: residual in the rotated domain; step 3: γ = ordered_norm(r)
             for j in range(d):
                 for q in range(L):
@@ -157,14 +153,9 @@ def prod_dequantize(packed, norms, signs, gammas, centroids, bits, proj, kappa,
     pm[0] = -1.0
     pm[1] = 1.0
     for c in prange(nchunks):
-        buf = np.empty((_pad8(d), L), _F32)
-        buf2 = np.empty((d, L), _F32)
+        buf, buf2, rowbuf, word, acc, lanes = _dequantize_scratch(d)
         z = np.empty((_pad8(d), L), _F32)
-        word = np.empty(L, np.uint64)
         corr = np.empty((d, L), _F32)
-        rowbuf = np.empty((L, d), _F32)
-        acc = np.empty((4, LANES, L), _F32)
-        lanes = np.empty(L, _F32)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
@@ -211,40 +202,38 @@ def rotate_rows(x, sign0, m, fo, ff, pi, haar, out, nchunks):
                     out[r0 + q, j] = y[j, q]
 
 
+@jit_inline
+def _regroup(src, sbits, dst, dbits, groups):
+    """The LSB-first bit stream of src's sbits-bit fields, cut again into dbits-bit fields of
+    dst (packing: sbits = b, dbits = 8; unpacking: sbits = 8, dbits = b). Group g is 8·b
+    stream bits — dbits fields of src, sbits fields of dst — assembled in one uint64; the last
+    group stops at the end of each row. Source fields are masked to their low sbits bits."""
+    smask = np.uint64((1 << sbits) - 1)
+    dmask = np.uint64((1 << dbits) - 1)
+    for g in range(groups):
+        w = np.uint64(0)
+        for k in range(min(dbits, src.shape[0] - dbits * g)):
+            w |= (np.uint64(src[dbits * g + k]) & smask) << np.uint64(sbits * k)
+        for k in range(min(sbits, dst.shape[0] - sbits * g)):
+            dst[sbits * g + k] = np.uint8((w >> np.uint64(dbits * k)) & dmask)
+
+
 @kernel
 def pack_rows(indices, bits, out, nchunks):
     """packing.pack_bits: indices uint8 (n, count) -> out uint8 (n, ceil(count·bits/8))."""
     n, count = indices.shape
-    nbytes = out.shape[1]
-    mask = np.uint64((1 << bits) - 1)
     for c in prange(nchunks):
         for r in range(c * n // nchunks, (c + 1) * n // nchunks):
-            src = indices[r]
-            dst = out[r]
-            for g in range((count + 7) // 8):
-                w = np.uint64(0)
-                for k in range(min(8, count - 8 * g)):
-                    w |= (np.uint64(src[8 * g + k]) & mask) << np.uint64(bits * k)
-                for q in range(min(bits, nbytes - bits * g)):
-                    dst[bits * g + q] = np.uint8((w >> np.uint64(8 * q)) & np.uint64(255))
+            _regroup(indices[r], bits, out[r], 8, (count + 7) // 8)
 
 
 @kernel
 def unpack_rows(packed, bits, out, nchunks):
     """packing.unpack_bits: packed uint8 (n, nb) -> out uint8 (n, count)."""
     n, count = out.shape
-    nbytes = packed.shape[1]
-    mask = np.uint64((1 << bits) - 1)
     for c in prange(nchunks):
         for r in range(c * n // nchunks, (c + 1) * n // nchunks):
-            src = packed[r]
-            dst = out[r]
-            for g in range((count + 7) // 8):
-                w = np.uint64(0)
-                for q in range(min(bits, nbytes - bits * g)):
-                    w |= np.uint64(src[bits * g + q]) << np.uint64(8 * q)
-                for k in range(min(8, count - 8 * g)):
-                    dst[8 * g + k] = np.uint8((w >> np.uint64(bits * k)) & mask)
+            _regroup(packed[r], 8, out[r], bits, (count + 7) // 8)
 
 
 @kernel
