@@ -13,6 +13,8 @@ exactly the scalar float32 operations of the reference, and never contracted int
 
 from __future__ import annotations
 
+import inspect
+
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -57,39 +59,97 @@ def _is_tile(t):
     return isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C"
 
 
+def _is_matrix(t):
+    return _is_tile(t) and t.ndim == 2
+
+
+def _is_bytes(t):
+    return isinstance(t, types.Array) and t.dtype == types.uint8 and t.layout == "C"
+
+
+def _is_bytes2d(t):
+    return _is_bytes(t) and t.ndim == 2
+
+
+def _array_of(dtype):
+    return lambda t: isinstance(t, types.Array) and t.dtype == dtype
+
+
+class _Array:
+    """An array argument of a primitive, inside its codegen: element pointers, and unaligned
+    ``vec`` loads and stores at a row (a whole TILE-lane row of a tile; row 0 of a 1-D one)."""
+
+    def __init__(self, context, builder, arrty, value):
+        self.context, self.builder, self.arrty, self.value = context, builder, arrty, value
+
+    def ptr(self, row, col=None):
+        if isinstance(row, int):
+            row = self.context.get_constant(types.intp, row)
+        return _row_ptr(self.context, self.builder, self.arrty, self.value, row, col)
+
+    def load(self, row, vec=_VEC):
+        return _vload(self.builder, self.ptr(row), vec)
+
+    def store(self, row, value):
+        _vstore(self.builder, value, self.ptr(row))
+
+
+def _primitive(*params, returns=types.void):
+    """Declare a primitive: an intrinsic whose arguments are ``params`` — each a predicate on
+    the argument's Numba type (an array, passed as it is; the primitive does not apply
+    otherwise) or a Numba type the argument is converted to — and whose IR the decorated
+    ``emit(builder, *args)`` writes, with arrays as :class:`_Array` and scalars as LLVM
+    values. ``emit`` returns the result, or nothing for a void primitive. The intrinsic
+    takes the emitter's name, docstring and parameter names."""
+
+    def wrap(emit):
+        def typer(typingctx, *argtys):
+            if len(argtys) != len(params):
+                return None
+            if not all(isinstance(kind, types.Type) or kind(ty) for kind, ty in zip(params, argtys)):
+                return None
+            sig = returns(*[kind if isinstance(kind, types.Type) else ty for kind, ty in zip(params, argtys)])
+
+            def codegen(context, builder, signature, args):
+                vals = [_Array(context, builder, ty, v) if isinstance(ty, types.Array) else v
+                        for ty, v in zip(signature.args, args)]
+                out = emit(builder, *vals)
+                return context.get_dummy_value() if out is None else out
+
+            return sig, codegen
+
+        names = ["typingctx"] + list(inspect.signature(emit).parameters)[1:]
+        typer.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+        typer.__name__ = typer.__qualname__ = emit.__name__
+        typer.__doc__ = emit.__doc__
+        return intrinsic(typer)
+
+    return wrap
+
+
 def _butterfly(radix, scaled):
-    @intrinsic
-    def bf(typingctx, buf, p, h, factor, foff):
+    @_primitive(_is_tile, types.intp, types.intp, _array_of(types.float32), types.intp)
+    def bf(builder, buf, p, h, factor, foff):
         """Stages h, 2h, ... (log2(radix) of them) of rotation.fwht on rows p + k·h; with
         ``scaled``, row p + k·h is then multiplied by factor[p + k·h − foff]."""
-        if not (_is_tile(buf) and isinstance(factor, types.Array) and factor.dtype == types.float32):
-            return None
-        sig = types.void(buf, types.intp, types.intp, factor, types.intp)
-
-        def codegen(context, builder, signature, args):
-            arr, p, h, fac, foff = args
-            rows = [builder.add(p, builder.mul(h, ir.Constant(h.type, k))) for k in range(radix)]
-            ptrs = [_row_ptr(context, builder, signature.args[0], arr, row) for row in rows]
-            v = [_vload(builder, q) for q in ptrs]
-            step = 1
-            while step < radix:  # stage of stride `step` within the radix group
-                nxt = list(v)
-                for i in range(radix):
-                    if i & step == 0:
-                        nxt[i] = builder.fadd(v[i], v[i + step])
-                        nxt[i + step] = builder.fsub(v[i], v[i + step])
-                v = nxt
-                step *= 2
-            if scaled:
-                fary = context.make_array(signature.args[3])(context, builder, fac)
-                for k in range(radix):
-                    fp = builder.gep(fary.data, [builder.sub(rows[k], foff)], inbounds=True)
-                    v[k] = builder.fmul(v[k], _splat(builder, builder.load(fp)))
-            for q, val in zip(ptrs, v):
-                _vstore(builder, val, q)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        rows = [builder.add(p, builder.mul(h, ir.Constant(h.type, k))) for k in range(radix)]
+        ptrs = [buf.ptr(row) for row in rows]
+        v = [_vload(builder, q) for q in ptrs]
+        step = 1
+        while step < radix:  # stage of stride `step` within the radix group
+            nxt = list(v)
+            for i in range(radix):
+                if i & step == 0:
+                    nxt[i] = builder.fadd(v[i], v[i + step])
+                    nxt[i + step] = builder.fsub(v[i], v[i + step])
+            v = nxt
+            step *= 2
+        if scaled:
+            for k in range(radix):
+                v[k] = builder.fmul(v[k], _splat(builder, builder.load(factor.ptr(builder.sub(rows[k], foff)))))
+        for q, val in zip(ptrs, v):
+            _vstore(builder, val, q)
 
     return bf
 
@@ -102,37 +162,19 @@ bf4s = _butterfly(4, True)
 bf8s = _butterfly(8, True)
 
 
-@intrinsic
-def row_mul_scalar(typingctx, buf, p, f):
+@_primitive(_is_tile, types.intp, types.float32)
+def row_mul_scalar(builder, buf, p, f):
     """buf[p, :] *= f (float32 scalar)."""
-    if not _is_tile(buf):
-        return None
-    sig = types.void(buf, types.intp, types.float32)
-
-    def codegen(context, builder, signature, args):
-        arr, p, f = args
-        q = _row_ptr(context, builder, signature.args[0], arr, p)
-        _vstore(builder, builder.fmul(_vload(builder, q), _splat(builder, f)), q)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    q = buf.ptr(p)
+    _vstore(builder, builder.fmul(_vload(builder, q), _splat(builder, f)), q)
 
 
 def _row_lanes(op):
-    @intrinsic
-    def fn(typingctx, buf, p, lanes):
-        if not (_is_tile(buf) and _is_tile(lanes)):
-            return None
-        sig = types.void(buf, types.intp, lanes)
-
-        def codegen(context, builder, signature, args):
-            arr, p, lv = args
-            q = _row_ptr(context, builder, signature.args[0], arr, p)
-            w = _vload(builder, _row_ptr(context, builder, signature.args[2], lv, ir.Constant(p.type, 0)))
-            _vstore(builder, getattr(builder, op)(_vload(builder, q), w), q)
-            return context.get_dummy_value()
-
-        return sig, codegen
+    @_primitive(_is_tile, types.intp, _is_tile)
+    def fn(builder, buf, p, lanes):
+        q = buf.ptr(p)
+        w = lanes.load(0)
+        _vstore(builder, getattr(builder, op)(_vload(builder, q), w), q)
 
     return fn
 
@@ -141,76 +183,57 @@ row_div_lanes = _row_lanes("fdiv")  # buf[p, :] /= lanes[:]
 row_mul_lanes = _row_lanes("fmul")  # buf[p, :] *= lanes[:]
 
 
-@intrinsic
-def row_scale_exact(typingctx, buf, p, scale64, sign):
+@_primitive(_is_tile, types.intp, _array_of(types.float64), types.float32)
+def row_scale_exact(builder, buf, p, scale64, sign):
     """buf[p, :] = float32(float64(buf[p, :]) · scale64[:]) · sign — ldexp by an exact power
     of two (one rounding), then a sign flip."""
-    if not (_is_tile(buf) and isinstance(scale64, types.Array) and scale64.dtype == types.float64):
-        return None
-    sig = types.void(buf, types.intp, scale64, types.float32)
-
-    def codegen(context, builder, signature, args):
-        arr, p, sv, sign = args
-        q = _row_ptr(context, builder, signature.args[0], arr, p)
-        s = _vload(builder, _row_ptr(context, builder, signature.args[2], sv, ir.Constant(p.type, 0)), _VEC64)
-        wide = builder.fpext(_vload(builder, q), _VEC64)
-        narrow = builder.fptrunc(builder.fmul(wide, s), _VEC)
-        _vstore(builder, builder.fmul(narrow, _splat(builder, sign)), q)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    q = buf.ptr(p)
+    s = scale64.load(0, _VEC64)
+    wide = builder.fpext(_vload(builder, q), _VEC64)
+    narrow = builder.fptrunc(builder.fmul(wide, s), _VEC)
+    _vstore(builder, builder.fmul(narrow, _splat(builder, sign)), q)
 
 
-@intrinsic
-def acc_square(typingctx, acc, k, buf, p):
+@_primitive(_is_tile, types.intp, _is_tile, types.intp)
+def acc_square(builder, acc, k, buf, p):
     """acc[k, :] += buf[p, :] · buf[p, :] (product rounded, then the sum rounded)."""
-    if not (_is_tile(acc) and _is_tile(buf)):
-        return None
-    sig = types.void(acc, types.intp, buf, types.intp)
-
-    def codegen(context, builder, signature, args):
-        a, k, b, p = args
-        qa = _row_ptr(context, builder, signature.args[0], a, k)
-        v = _vload(builder, _row_ptr(context, builder, signature.args[2], b, p))
-        _vstore(builder, builder.fadd(_vload(builder, qa), builder.fmul(v, v)), qa)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    qa = acc.ptr(k)
+    v = buf.load(p)
+    _vstore(builder, builder.fadd(_vload(builder, qa), builder.fmul(v, v)), qa)
 
 
-@intrinsic
-def acc_axpy(typingctx, acc, k, w, buf, p):
+@_primitive(_is_tile, types.intp, types.float32, _is_tile, types.intp)
+def acc_axpy(builder, acc, k, w, buf, p):
     """acc[k, :] += w · buf[p, :] (w float32 scalar; product rounded, then the sum)."""
-    if not (_is_tile(acc) and _is_tile(buf)):
-        return None
-    sig = types.void(acc, types.intp, types.float32, buf, types.intp)
-
-    def codegen(context, builder, signature, args):
-        a, k, w, b, p = args
-        qa = _row_ptr(context, builder, signature.args[0], a, k)
-        v = _vload(builder, _row_ptr(context, builder, signature.args[3], b, p))
-        prod = builder.fmul(_splat(builder, w), v)
-        _vstore(builder, builder.fadd(_vload(builder, qa), prod), qa)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    qa = acc.ptr(k)
+    v = buf.load(p)
+    prod = builder.fmul(_splat(builder, w), v)
+    _vstore(builder, builder.fadd(_vload(builder, qa), prod), qa)
 
 
-@intrinsic
-def acc_add_row(typingctx, acc, k, k2):
-    """acc[k, :] += acc[k2, :]."""
-    if not _is_tile(acc):
-        return None
-    sig = types.void(acc, types.intp, types.intp)
+@_primitive(_is_tile, types.intp, _is_tile, types.intp)
+def acc_add_row(builder, dst, i, src, k):
+    """dst[i, :] += src[k, :] (src may be dst)."""
+    qd = dst.ptr(i)
+    qs = src.ptr(k)
+    _vstore(builder, builder.fadd(_vload(builder, qd), _vload(builder, qs)), qd)
 
-    def codegen(context, builder, signature, args):
-        a, k, k2 = args
-        qa = _row_ptr(context, builder, signature.args[0], a, k)
-        qb = _row_ptr(context, builder, signature.args[0], a, k2)
-        _vstore(builder, builder.fadd(_vload(builder, qa), _vload(builder, qb)), qa)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@_primitive(_is_tile, types.intp, _is_tile, types.intp, _is_tile)
+def acc_mul_lanes(builder, acc, i, buf, j, lanes):
+    """acc[i, :] += buf[j, :] · lanes[:] (product rounded, then the sum)."""
+    qa = acc.ptr(i)
+    vb = buf.load(j)
+    w = lanes.load(0)
+    _vstore(builder, builder.fadd(_vload(builder, qa), builder.fmul(vb, w)), qa)
+
+
+@_primitive(_is_tile, types.intp, _is_tile, types.intp, types.intp)
+def row_sum_into(builder, dst, i, acc, k0, k1):
+    """dst[i, :] = acc[k0, :] + acc[k1, :] (dst may be 1-D: then i must be 0)."""
+    va = acc.load(k0)
+    vb = acc.load(k1)
+    dst.store(i, builder.fadd(va, vb))
 
 
 def _transpose_values(builder, rows):
@@ -232,90 +255,35 @@ def _transpose_values(builder, rows):
     return rows
 
 
-@intrinsic
-def transpose_in(typingctx, src, r0, c0, buf, j0):
+@_primitive(_is_matrix, types.intp, types.intp, _is_tile, types.intp)
+def transpose_in(builder, src, r0, c0, buf, j0):
     """buf[j0 + e, i] = src[r0 + i, c0 + e] for i, e < TILE (a full TILE×TILE block)."""
-    if not (isinstance(src, types.Array) and src.ndim == 2 and src.layout == "C"
-            and src.dtype == types.float32 and _is_tile(buf)):
-        return None
-    sig = types.void(src, types.intp, types.intp, buf, types.intp)
-
-    def codegen(context, builder, signature, args):
-        s, r0, c0, b, j0 = args
-        rows = [_vload(builder, _row_ptr(context, builder, signature.args[0], s,
-                                         builder.add(r0, ir.Constant(r0.type, i)), c0))
-                for i in range(TILE)]
-        cols = _transpose_values(builder, rows)
-        for e in range(TILE):
-            _vstore(builder, cols[e], _row_ptr(context, builder, signature.args[3], b,
-                                               builder.add(j0, ir.Constant(j0.type, e))))
-        return context.get_dummy_value()
-
-    return sig, codegen
+    rows = [_vload(builder, src.ptr(builder.add(r0, ir.Constant(r0.type, i)), c0)) for i in range(TILE)]
+    cols = _transpose_values(builder, rows)
+    for e in range(TILE):
+        buf.store(builder.add(j0, ir.Constant(j0.type, e)), cols[e])
 
 
-@intrinsic
-def transpose_out(typingctx, buf, j0, dst, r0, c0):
+@_primitive(_is_tile, types.intp, _is_matrix, types.intp, types.intp)
+def transpose_out(builder, buf, j0, dst, r0, c0):
     """dst[r0 + i, c0 + e] = buf[j0 + e, i] for i, e < TILE (a full TILE×TILE block)."""
-    if not (isinstance(dst, types.Array) and dst.ndim == 2 and dst.layout == "C"
-            and dst.dtype == types.float32 and _is_tile(buf)):
-        return None
-    sig = types.void(buf, types.intp, dst, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        b, j0, d, r0, c0 = args
-        rows = [_vload(builder, _row_ptr(context, builder, signature.args[0], b,
-                                         builder.add(j0, ir.Constant(j0.type, e))))
-                for e in range(TILE)]
-        cols = _transpose_values(builder, rows)
-        for i in range(TILE):
-            _vstore(builder, cols[i], _row_ptr(context, builder, signature.args[2], d,
-                                               builder.add(r0, ir.Constant(r0.type, i)), c0))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def row_sum_into(typingctx, dst, i, acc, k0, k1):
-    """dst[i, :] = acc[k0, :] + acc[k1, :] (dst may be 1-D: then i must be 0)."""
-    if not (_is_tile(dst) and _is_tile(acc)):
-        return None
-    sig = types.void(dst, types.intp, acc, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        d, i, a, k0, k1 = args
-        va = _vload(builder, _row_ptr(context, builder, signature.args[2], a, k0))
-        vb = _vload(builder, _row_ptr(context, builder, signature.args[2], a, k1))
-        _vstore(builder, builder.fadd(va, vb), _row_ptr(context, builder, signature.args[0], d, i))
-        return context.get_dummy_value()
-
-    return sig, codegen
+    rows = [buf.load(builder.add(j0, ir.Constant(j0.type, e))) for e in range(TILE)]
+    cols = _transpose_values(builder, rows)
+    for i in range(TILE):
+        _vstore(builder, cols[i], dst.ptr(builder.add(r0, ir.Constant(r0.type, i)), c0))
 
 
 def _row_index(count):
-    @intrinsic
-    def fn(typingctx, idx, j, buf, thr):
+    @_primitive(_is_bytes, types.intp, _is_tile, _array_of(types.float32))
+    def fn(builder, idx, j, buf, thr):
         """idx[j, :] = #{t < count : buf[j, :] > thr[t]} as uint8 (codebook.nearest_index)."""
-        if not (isinstance(idx, types.Array) and idx.dtype == types.uint8 and idx.layout == "C"
-                and _is_tile(buf) and isinstance(thr, types.Array) and thr.dtype == types.float32):
-            return None
-        sig = types.void(idx, types.intp, buf, thr)
-
-        def codegen(context, builder, signature, args):
-            ix, j, b, th = args
-            v = _vload(builder, _row_ptr(context, builder, signature.args[2], b, j))
-            tary = context.make_array(signature.args[3])(context, builder, th)
-            i8v = ir.VectorType(ir.IntType(8), TILE)
-            total = ir.Constant(i8v, [0] * TILE)
-            for t in range(count):
-                tv = builder.load(builder.gep(tary.data, [ir.Constant(ir.IntType(64), t)], inbounds=True))
-                gt = builder.fcmp_ordered(">", v, _splat(builder, tv))
-                total = builder.add(total, builder.zext(gt, i8v))
-            _vstore(builder, total, _row_ptr(context, builder, signature.args[0], ix, j))
-            return context.get_dummy_value()
-
-        return sig, codegen
+        v = buf.load(j)
+        i8v = ir.VectorType(ir.IntType(8), TILE)
+        total = ir.Constant(i8v, [0] * TILE)
+        for t in range(count):
+            gt = builder.fcmp_ordered(">", v, _splat(builder, builder.load(thr.ptr(t))))
+            total = builder.add(total, builder.zext(gt, i8v))
+        idx.store(j, total)
 
     return fn
 
@@ -326,98 +294,49 @@ row_index_7 = _row_index(7)
 row_index_15 = _row_index(15)
 
 
-def _is_bytes2d(t):
-    return isinstance(t, types.Array) and t.dtype == types.uint8 and t.ndim == 2 and t.layout == "C"
-
-
-@intrinsic
-def store_u64(typingctx, arr, row, col, value):
+@_primitive(_is_bytes2d, types.intp, types.intp, types.uint64)
+def store_u64(builder, arr, row, col, value):
     """Little-endian 8-byte store of ``value`` at arr[row, col:col + 8] (unaligned; the
     caller guarantees col + 8 <= arr.shape[1])."""
-    if not _is_bytes2d(arr):
-        return None
-    sig = types.void(arr, types.intp, types.intp, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        a, row, col, value = args
-        q = _row_ptr(context, builder, signature.args[0], a, row, col)
-        builder.store(value, builder.bitcast(q, ir.PointerType(ir.IntType(64))), align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    builder.store(value, builder.bitcast(arr.ptr(row, col), ir.PointerType(ir.IntType(64))), align=1)
 
 
-@intrinsic
-def load_u64(typingctx, arr, row, col):
+@_primitive(_is_bytes2d, types.intp, types.intp, returns=types.uint64)
+def load_u64(builder, arr, row, col):
     """Little-endian 8-byte load of arr[row, col:col + 8] (unaligned; col + 8 <= shape[1])."""
-    if not _is_bytes2d(arr):
-        return None
-    sig = types.uint64(arr, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        a, row, col = args
-        q = _row_ptr(context, builder, signature.args[0], a, row, col)
-        return builder.load(builder.bitcast(q, ir.PointerType(ir.IntType(64))), align=1)
-
-    return sig, codegen
+    return builder.load(builder.bitcast(arr.ptr(row, col), ir.PointerType(ir.IntType(64))), align=1)
 
 
-@intrinsic
-def pack_words(typingctx, word, idx, j0, bits):
+@_primitive(_array_of(types.uint64), _is_bytes2d, types.intp, types.intp)
+def pack_words(builder, word, idx, j0, bits):
     """word[l] = OR_k idx[j0 + k, l] << (bits·k) for k < 8 (uint64 lanes; idx uint8 tile
     with at least j0 + 8 rows)."""
-    if not (isinstance(word, types.Array) and word.dtype == types.uint64 and _is_bytes2d(idx)):
-        return None
-    sig = types.void(word, idx, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        w, ix, j0, bits = args
-        i8v = ir.VectorType(ir.IntType(8), TILE)
-        i64v = ir.VectorType(ir.IntType(64), TILE)
-        total = ir.Constant(i64v, [0] * TILE)
-        for k in range(8):
-            row = builder.add(j0, ir.Constant(j0.type, k))
-            v = builder.zext(_vload(builder, _row_ptr(context, builder, signature.args[1], ix, row), i8v), i64v)
-            sh = builder.mul(bits, ir.Constant(bits.type, k))
-            total = builder.or_(total, builder.shl(v, _splat(builder, sh, i64v)))
-        wp = _row_ptr(context, builder, signature.args[0], w, ir.Constant(j0.type, 0))
-        _vstore(builder, total, wp)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    i8v = ir.VectorType(ir.IntType(8), TILE)
+    i64v = ir.VectorType(ir.IntType(64), TILE)
+    total = ir.Constant(i64v, [0] * TILE)
+    for k in range(8):
+        v = builder.zext(idx.load(builder.add(j0, ir.Constant(j0.type, k)), i8v), i64v)
+        sh = builder.mul(bits, ir.Constant(bits.type, k))
+        total = builder.or_(total, builder.shl(v, _splat(builder, sh, i64v)))
+    word.store(0, total)
 
 
 def _unpack_words(bits):
-    @intrinsic
-    def fn(typingctx, buf, j0, word, table):
+    @_primitive(_is_tile, types.intp, _array_of(types.uint64), _is_tile)
+    def fn(builder, buf, j0, word, table):
         """buf[j0 + k, l] = table[(word[l] >> bits·k) & (2^bits − 1)] for k < 8: a binary
         tree of selects on the index bits (no gather). buf needs j0 + 8 rows."""
-        if not (_is_tile(buf) and isinstance(word, types.Array) and word.dtype == types.uint64
-                and _is_tile(table)):
-            return None
-        sig = types.void(buf, types.intp, word, table)
-
-        def codegen(context, builder, signature, args):
-            b, j0, w, tb = args
-            i64v = ir.VectorType(ir.IntType(64), TILE)
-            zero = ir.Constant(j0.type, 0)
-            wv = _vload(builder, _row_ptr(context, builder, signature.args[2], w, zero), i64v)
-            tary = context.make_array(signature.args[3])(context, builder, tb)
-            consts = [_splat(builder, builder.load(builder.gep(tary.data, [ir.Constant(ir.IntType(64), t)],
-                                                                inbounds=True)))
-                      for t in range(1 << bits)]
-            one = ir.Constant(i64v, [1] * TILE)
-            for k in range(8):
-                level = consts
-                for bit in range(bits):
-                    sh = ir.Constant(i64v, [bits * k + bit] * TILE)
-                    flag = builder.trunc(builder.and_(builder.lshr(wv, sh), one), ir.VectorType(ir.IntType(1), TILE))
-                    level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
-                row = builder.add(j0, ir.Constant(j0.type, k))
-                _vstore(builder, level[0], _row_ptr(context, builder, signature.args[0], b, row))
-            return context.get_dummy_value()
-
-        return sig, codegen
+        i64v = ir.VectorType(ir.IntType(64), TILE)
+        wv = word.load(0, i64v)
+        consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
+        one = ir.Constant(i64v, [1] * TILE)
+        for k in range(8):
+            level = consts
+            for bit in range(bits):
+                sh = ir.Constant(i64v, [bits * k + bit] * TILE)
+                flag = builder.trunc(builder.and_(builder.lshr(wv, sh), one), ir.VectorType(ir.IntType(1), TILE))
+                level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
+            buf.store(builder.add(j0, ir.Constant(j0.type, k)), level[0])
 
     return fn
 
@@ -426,38 +345,3 @@ unpack_words_1 = _unpack_words(1)
 unpack_words_2 = _unpack_words(2)
 unpack_words_3 = _unpack_words(3)
 unpack_words_4 = _unpack_words(4)
-
-
-@intrinsic
-def acc_add_row2(typingctx, dst, i, src, k):
-    """dst[i, :] += src[k, :] (two tiles)."""
-    if not (_is_tile(dst) and _is_tile(src)):
-        return None
-    sig = types.void(dst, types.intp, src, types.intp)
-
-    def codegen(context, builder, signature, args):
-        d, i, s, k = args
-        qd = _row_ptr(context, builder, signature.args[0], d, i)
-        vs = _vload(builder, _row_ptr(context, builder, signature.args[2], s, k))
-        _vstore(builder, builder.fadd(_vload(builder, qd), vs), qd)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def acc_mul_lanes(typingctx, acc, i, buf, j, lanes):
-    """acc[i, :] += buf[j, :] · lanes[:] (product rounded, then the sum)."""
-    if not (_is_tile(acc) and _is_tile(buf) and _is_tile(lanes)):
-        return None
-    sig = types.void(acc, types.intp, buf, types.intp, lanes)
-
-    def codegen(context, builder, signature, args):
-        a, i, b, j, lv = args
-        qa = _row_ptr(context, builder, signature.args[0], a, i)
-        vb = _vload(builder, _row_ptr(context, builder, signature.args[2], b, j))
-        w = _vload(builder, _row_ptr(context, builder, signature.args[4], lv, ir.Constant(i.type, 0)))
-        _vstore(builder, builder.fadd(_vload(builder, qa), builder.fmul(vb, w)), qa)
-        return context.get_dummy_value()
-
-    return sig, codegen

@@ -100,7 +100,7 @@ def butterfly_into(acc, dst, i):
     w = LANES // 2
     while w > 1:
         for k in range(w):
-            S.acc_add_row(acc, k, k + w)
+            S.acc_add_row(acc, k, acc, k + w)
         w //= 2
     S.row_sum_into(dst, i, acc, 0, 1)
 

@@ -175,7 +175,7 @@ def prod_dequantize(packed, norms, signs, gammas, centroids, bits, proj, kappa,
                 lanes[q] = kappa * (gammas[r0 + q] if q < cnt else np.float32(0.0))
             for j in range(d):
                 S.row_mul_lanes(corr, j, lanes)
-                S.acc_add_row2(buf, j, corr, j)
+                S.acc_add_row(buf, j, corr, j)
             xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
             T.store_scaled(xh, norms, out, r0, cnt, d, lanes, rowbuf)
 
