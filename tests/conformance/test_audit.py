@@ -7,7 +7,9 @@ biased implementation sits ≈ 60 standard errors off (slope 0.89 vs SE ≈ 0.00
 """
 
 import argparse
+import importlib.util
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -17,28 +19,19 @@ from tqref.commands import audit as audit_cmd
 from tqref.conformance import audit, audit_adapters
 
 SMALL = dict(samples=1024, instances=2, chunk=128)
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples" / "audit"
 
 
-class WrongQjlScale:
-    """TurboQuant_prod whose QJL term is √d too small (the defect of three Python packages)."""
+def _example(name: str):
+    """A module of examples/audit/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(f"_examples_audit_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    kind = "prod"
 
-    def __init__(self, dim, bits, seed):
-        self.prod = tqref.TurboQuantProd(dim, bits, seed=seed)
-        self.mse = tqref.TurboQuantMSE(dim, bits - 1, seed=seed)
-        self.shrink = 1.0 / math.sqrt(dim)
-
-    def quantize(self, x):
-        return self.prod.quantize(x)
-
-    def dequantize(self, codes):
-        base = self.mse.dequantize(codes.mse)
-        return base + (self.prod.dequantize(codes) - base) * self.shrink
-
-    def inner_product(self, queries, codes):
-        base = self.mse.inner_product(queries, codes.mse)
-        return base + (self.prod.inner_product(queries, codes) - base) * self.shrink
+#: TurboQuant_prod whose QJL term is √d too small (the defect of three Python packages)
+WrongQjlScale = _example("wrong_qjl_scale").WrongScale
 
 
 def _verdicts(result):
@@ -130,15 +123,11 @@ def _cli(*argv):
 
 
 def test_cli_exit_codes(tmp_path, capsys, monkeypatch):
-    import inspect
-
-    (tmp_path / "wrongscale.py").write_text("import math\nimport tqref\n\n\n" + inspect.getsource(WrongQjlScale)
-                                            + "\n\nfactory = WrongQjlScale\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as documented: PYTHONPATH=examples/audit tqref audit …
     args = ["--dim", "64", "--bits", "3", "--samples", "512", "--instances", "2"]
     assert _cli("--impl", "tqref.conformance.audit_adapters:prod", *args, "--json", str(tmp_path / "a.json")) == 0
     assert "verdict: PASS" in capsys.readouterr().out
-    assert _cli("--impl", "wrongscale:factory", *args) == 1
+    assert _cli("--impl", "wrong_qjl_scale:factory", *args) == 1
     assert "slope" in capsys.readouterr().out
     assert _cli("--impl", "no_such_module_xyz:f", *args) == 2
     assert "cannot import" in capsys.readouterr().err
@@ -150,9 +139,7 @@ def test_cli_exit_codes(tmp_path, capsys, monkeypatch):
 ])
 def test_example_adapters_for_installed_third_party_packages(package, spec_text, verdict, monkeypatch):
     """Smoke test of examples/audit/ (skipped where the package is not installed)."""
-    import pathlib
-
     pytest.importorskip(package)
-    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[2] / "examples" / "audit"))
+    monkeypatch.syspath_prepend(str(EXAMPLES))
     result = audit.audit(audit.load_factory(spec_text), 64, 3, **SMALL)
     assert result.verdict == verdict, audit.format_result(result)
