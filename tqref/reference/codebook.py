@@ -17,9 +17,9 @@ the Gaussian law in t with the unbounded last cell by closed forms; conditional 
 formed as lo + ∫(t − lo) f / ∫ f so narrow cells keep full relative accuracy. Totals and
 tails use closed forms:
 
-* mass of [0, x] under (1 − t²)^a, a = (d−3)/2: I_a(x), with I_{−1/2} = asin x, I_0 = x and
-  the stable upward recurrence I_a = (x (1 − x²)^a + 2a I_{a−1}) / (2a + 1); tails use the
-  same recurrence for J_a(x) = ∫_x^1 with J_{−1/2} = acos x, J_0 = 1 − x;
+* tail mass under (1 − t²)^a, a = (d−3)/2: J_a(x) = ∫_x^1, with J_{−1/2} = acos x,
+  J_0 = 1 − x and the upward recurrence J_a = (2a J_{a−1} − x (1 − x²)^a) / (2a + 1) (its
+  cancellation stays mild because Lloyd–Max boundaries sit at x ≲ 5/√d); the total is J_a(0);
 * first moment: ∫_l^u t (1 − t²)^a dt = ((1 − l²)^{a+1} − (1 − u²)^{a+1}) / (2a + 2);
 * Gaussian: masses from erfc, first moments from the density.
 
@@ -140,26 +140,19 @@ class _BetaLaw:
         with np.errstate(divide="ignore"):
             return np.power((1.0 - x) * (1.0 + x), self.a2 / 2.0)
 
-    def _recur(self, x: np.ndarray, base_half: np.ndarray, base_int: np.ndarray, sign: float):
-        """Upward recurrence from a = −1/2 or 0 to a = self.a2 / 2 (I or J depending on sign)."""
+    def mass_to_upper(self, x):
+        """J_a(x) = ∫_x^1 (1 − t²)^a dt by the upward recurrence from a = −1/2 or a = 0."""
+        x = np.asarray(x, dtype=np.float64)
         one_minus = (1.0 - x) * (1.0 + x)
-        if self.a2 % 2:  # a = k − 1/2: start at −1/2
-            value, a2 = base_half, -1
-        else:
-            value, a2 = base_int, 0
+        if self.a2 % 2:  # a = k − 1/2: start at J_{−1/2} = acos x
+            value, a2 = np.arccos(x), -1
+        else:  # a integer: start at J_0 = 1 − x
+            value, a2 = 1.0 - x, 0
         while a2 < self.a2:
             a2 += 2
             a = a2 / 2.0
-            value = (sign * x * np.power(one_minus, a) + 2.0 * a * value) / (2.0 * a + 1.0)
+            value = (2.0 * a * value - x * np.power(one_minus, a)) / (2.0 * a + 1.0)
         return value
-
-    def mass_from_zero(self, x):  # I_a(x) = ∫_0^x
-        x = np.asarray(x, dtype=np.float64)
-        return self._recur(x, np.arcsin(x), x.copy(), +1.0)
-
-    def mass_to_upper(self, x):  # J_a(x) = ∫_x^1
-        x = np.asarray(x, dtype=np.float64)
-        return self._recur(x, np.arccos(x), 1.0 - x, -1.0)
 
     def cells(self, lo, hi):
         """(masses, means) of cells [lo, hi] ⊂ [0, 1] by Gauss–Legendre in θ = asin t.
@@ -206,10 +199,6 @@ class _GaussianLaw:
 
     def density(self, x):
         return np.exp(-0.5 * np.asarray(x, dtype=np.float64) ** 2)
-
-    def mass_from_zero(self, x):
-        erf = np.vectorize(math.erf, otypes=[np.float64])
-        return math.sqrt(math.pi / 2.0) * erf(np.asarray(x, dtype=np.float64) / math.sqrt(2.0))
 
     def mass_to_upper(self, x):
         erfc = np.vectorize(math.erfc, otypes=[np.float64])
