@@ -20,21 +20,15 @@ _KEYWORDS = {"$ref", "allOf", "type", "enum", "const", "properties", "required",
              "patternProperties", "items", "pattern", "minimum", "minItems"}
 
 
+#: Python type -> JSON type name, in lookup order (bool before int: True is an int too)
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
+               (dict, "object"), (type(None), "null"))
+
+
 def _type_name(value) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    if value is None:
-        return "null"
+    for python_type, name in _JSON_TYPES:
+        if isinstance(value, python_type):
+            return name
     return type(value).__name__
 
 
