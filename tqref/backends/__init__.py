@@ -54,8 +54,12 @@ def get(name: str = "reference"):
     """The backend object for ``name`` ("reference", "numba", "cuda" or "auto")."""
     if name == "auto":
         for candidate in AUTO_ORDER:
-            if candidate in available() and not getattr(_load(candidate), "simulated", False):
-                return _load(candidate)
+            try:
+                backend = _load(candidate)
+            except RuntimeError:
+                continue
+            if not getattr(backend, "simulated", False):
+                return backend
     if name not in _REGISTRY:
         raise ValueError(f"backend: expected one of {tuple(_REGISTRY) + ('auto',)}, got {name!r}")
     return _load(name)

@@ -229,15 +229,6 @@ _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(40)
 _TAIL_PANELS = 16
 
 
-def _cell_stats(law, edges: np.ndarray):
-    """Mass and conditional mean of each positive-half cell [edges[i], edges[i+1]].
-
-    Delegates to the law's ``cells`` (:meth:`_BetaLaw.cells`, :meth:`_GaussianLaw.cells`).
-    Returns (masses, means), both (m,).
-    """
-    return law.cells(edges[:-1], edges[1:])
-
-
 def _gauss_legendre(lo, hi):
     """Gauss–Legendre nodes on each panel [lo, hi] (arrays (m,)): returns (half-widths (m,),
     node offsets from lo (m, 40), weights (40,)); ∫ f ≈ half · (f(lo + offset) @ weights)."""
@@ -250,7 +241,7 @@ def _gauss_legendre(lo, hi):
 def _lloyd_step(law, c: np.ndarray):
     """One Lloyd update of the positive half ``c`` (m,): returns (new c, edges, masses)."""
     edges = np.concatenate(([0.0], 0.5 * (c[:-1] + c[1:]), [law.upper]))
-    masses, means = _cell_stats(law, edges)
+    masses, means = law.cells(edges[:-1], edges[1:])
     return means, edges, masses
 
 
@@ -313,7 +304,7 @@ def _erfinv(p: np.ndarray) -> np.ndarray:
 def _distortion(law, c: np.ndarray) -> float:
     """d · E|Y − c(Y)|² = 1 − d Σ p_i c_i² (by the centroid condition), per law scale."""
     edges = np.concatenate(([0.0], 0.5 * (c[:-1] + c[1:]), [law.upper]))
-    masses, _ = _cell_stats(law, edges)
+    masses, _ = law.cells(edges[:-1], edges[1:])
     total = law.mass_to_upper(np.array([0.0]))[0]
     second = law.second_moment_total()
     return float((second - np.sum(masses * c * c) / total) / second)

@@ -76,7 +76,3 @@ def make_plan(config: Config) -> Plan:
         scale = qjl.estimator_scale(config.projection, config.dim)
     return Plan(config, config.dim, config.mse_bits, config.seed, config.rotation, book, projection, scale)
 
-
-def norms_to_storage(norms: np.ndarray, norm_dtype: str) -> np.ndarray:
-    """Cast float32 norms to the stored dtype (float16 rounds to nearest even)."""
-    return np.asarray(norms, dtype=np.float32).astype(np.dtype(norm_dtype))
