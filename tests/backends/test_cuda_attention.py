@@ -49,3 +49,20 @@ def test_attend_matches_reference(key_kind, G, lq, causal, T, chunk):
     want = attention.attend(q, kidx, knorm, vidx, vnorm, kplan, vplan, **kw)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("start,lag,causal", [(5, 0, False), (3, 4, True), (0, 38, True)])
+def test_attend_partial_range_and_lse(start, lag, causal):
+    """start/lag/return_lse as the reference: splits begin at start, empty queries get 0 and −inf."""
+    B, H, d, T, G, lq = 1, 2, 32, 40, 2, 3
+    rng = np.random.default_rng(start + lag)
+    kplan, vplan, kidx, knorm, vidx, vnorm, _, _ = _cache(rng, B, H, T, d, "mse", 3, 2)
+    q = rng.standard_normal((B, H * G, lq, d)).astype(np.float32)
+    kw = dict(scale=0.25, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
+    got, got_lse = C.attend_device(q, kidx, knorm, vidx, vnorm, kplan, vplan, chunk=16, threads=64, **kw)
+    got, got_lse = host(got), host(got_lse)
+    want, want_lse = attention.attend(q, kidx, knorm, vidx, vnorm, kplan, vplan, **kw)
+    np.testing.assert_array_equal(np.isinf(got_lse), np.isinf(want_lse))
+    finite = np.isfinite(want_lse)
+    np.testing.assert_allclose(got_lse[finite], want_lse[finite], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))

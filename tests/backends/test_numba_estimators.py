@@ -113,3 +113,25 @@ def test_kv_cache_attend_with_numba_backend():
     want = ref_cache.attend(0, q)
     got = nb_cache.attend(0, q)
     assert np.max(np.abs(want - got)) <= 1e-4 * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("start, lag, causal", [(0, 0, True), (5, 0, False), (3, 4, True), (9, 0, True),
+                                                (0, 40, True)])
+def test_attend_partial_range_and_lse_match_reference(start, lag, causal):
+    """start/lag/return_lse (the partial-attention contract) as the reference computes them,
+    including queries whose range is empty (out 0, lse −inf)."""
+    B, H, G, Lq, T, d = 1, 2, 2, 6, 40, 48
+    rng = np.random.default_rng(start * 10 + lag)
+    kplan, vplan = mse_plan(d, 3, 5), mse_plan(d, 2, 5)
+    kidx, knorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), kplan)
+    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
+    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
+    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
+            vnorm.reshape(B, H, T), kplan, vplan)
+    kw = dict(scale=0.2, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
+    (want, want_lse), (got, got_lse) = REF.attend(*args, **kw), NB.attend(*args, **kw)
+    assert got_lse.shape == want_lse.shape == (B, H * G, Lq) and got_lse.dtype == np.float32
+    np.testing.assert_array_equal(np.isinf(got_lse), np.isinf(want_lse))
+    finite = np.isfinite(want_lse)
+    np.testing.assert_allclose(got_lse[finite], want_lse[finite], rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(want - got)) <= 1e-4 * max(1e-30, np.max(np.abs(want)))

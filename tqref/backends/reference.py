@@ -46,7 +46,8 @@ class ReferenceBackend:
         return estimators.prod_inner_product(queries, packed, norms, signs, gammas, plan)
 
     def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
-               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal):
+               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,
+               return_lse=False):
         """Softmax attention over a compressed KV cache, entirely in the rotated domain.
 
         This signature is the contract every backend's ``attend`` follows (numba, cuda).
@@ -73,9 +74,14 @@ class ReferenceBackend:
                 caller folds 1/α into it for the debiased mse estimator).
             value_scale: float multiplying the output (1.0 unless values are debiased).
             group_size: G ≥ 1; attention head a reads kv head a // G.
-            causal: when True and Lq > 1, query i (absolute position T − Lq + i) sees keys
-                0 .. T − Lq + i only (the caller guarantees Lq ≤ T); when False, or Lq == 1,
-                every query sees all T keys.
+            causal: when True, query i (absolute position T − Lq + i) sees keys
+                start .. T − Lq + i − lag only; when False every query sees keys start .. T − 1.
+            start: int, 0 ≤ start ≤ T — keys before it are not attended (never read).
+            lag: int ≥ 0, only with causal=True — the ``lag`` newest keys a query would see
+                are excluded. A query whose range is empty gets output 0 (and lse −inf).
+            return_lse: also return the natural-log log-sum-exp of ``scale · s`` over each
+                query's visible keys, float32 (B, A, Lq), for an exact merge of partial
+                attentions (:func:`tqref.reference.attention.merge_partials`).
 
         Array inputs may be non-contiguous views (the cache passes the used part of its
         storage, ``array[:, :, :T]``); copy them if a kernel needs contiguous memory.
@@ -89,9 +95,11 @@ class ReferenceBackend:
 
         Returns:
             float32 (B, A, Lq, d): the output **in the value plan's rotated domain**; the
-            caller applies Πᵀ once (``rotation.rotate_inverse``). Float output: backends
-            agree with this reference within a tolerance, not bit for bit.
+            caller applies Πᵀ once (``rotation.rotate_inverse``). With ``return_lse`` a pair
+            (out, lse). Float outputs: backends agree with this reference within a
+            tolerance, not bit for bit.
         """
         return attention.attend(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan,
                                 value_plan, key_signs=key_signs, key_gammas=key_gammas, scale=scale,
-                                value_scale=value_scale, group_size=group_size, causal=causal)
+                                value_scale=value_scale, group_size=group_size, causal=causal, start=start,
+                                lag=lag, return_lse=return_lse)

@@ -24,9 +24,17 @@ not specified and backends are compared with a tolerance.
 heads, Lq query positions, T cached positions, d head_dim. Attention head a reads kv head
 a // G (heads of one group are adjacent, as in turboquant-rs and Hugging Face GQA).
 
-**Causal mask.** The Lq queries are the *last* Lq positions of the sequence: query i sits at
-absolute position T − Lq + i and sees keys 0 .. T − Lq + i (inclusive). With one query
-(decode) that is every key.
+**Visible range.** The Lq queries are the *last* Lq positions of the sequence: query i sits
+at absolute position T − Lq + i. It sees keys ``start .. T − Lq + i − lag`` (inclusive) with
+``causal=True`` and ``start .. T − 1`` without. With one query, ``start = lag = 0``, that is
+every key. ``start`` and ``lag`` let a caller hold some keys elsewhere (float16 sink tokens
+before ``start``, a float16 window of the ``lag`` newest positions) and merge the partial
+attentions exactly with :func:`merge_partials`; a query whose range is empty gets output 0
+and log-sum-exp −inf.
+
+**Exact merge.** With ``lse = log Σ_t exp(scale · s_t)`` over a part's visible keys (natural
+log), attention over the union of disjoint key sets is ``Σ_p exp(lse_p − lse) · out_p`` with
+``lse = logsumexp_p(lse_p)`` — the flash-decoding combination.
 """
 
 from __future__ import annotations
@@ -117,8 +125,41 @@ def qjl_bias(q_rot, key_signs, key_gammas, key_norms, key_plan, *, group_size, c
 
 def causal_mask(q_len: int, kv_len: int) -> np.ndarray:
     """bool (Lq, T): True where query i (absolute position T − Lq + i) may see key t."""
-    visible_until = kv_len - q_len + np.arange(q_len)
-    return np.arange(kv_len)[None, :] <= visible_until[:, None]
+    return visible_mask(q_len, kv_len, causal=True)
+
+
+def visible_mask(q_len: int, kv_len: int, *, causal: bool, start: int = 0, lag: int = 0) -> np.ndarray:
+    """bool (Lq, T): True where query i sees key t — ``start ≤ t`` and, when ``causal``,
+    ``t ≤ T − Lq + i − lag`` (module docstring, "Visible range")."""
+    keys = np.arange(kv_len)[None, :]
+    mask = np.broadcast_to(keys >= start, (q_len, kv_len))
+    if causal:
+        last = kv_len - q_len + np.arange(q_len) - lag
+        mask = mask & (keys <= last[:, None])
+    return mask
+
+
+def masked_softmax(logits: np.ndarray, mask: np.ndarray | None):
+    """(softmax, log-sum-exp) of float32 logits (..., Lq, T) over the keys where ``mask`` (Lq, T).
+
+    Max-subtracted, exp, divided by the sum (float32). Masked keys weigh exactly 0; a row
+    with no visible key gets weights 0 and lse −inf. lse = peak + log(Σ exp(logit − peak)),
+    float32 (..., Lq).
+    """
+    logits = np.asarray(logits, _F32)
+    if logits.shape[-1] == 0:  # no key at all (start = T)
+        return logits, np.full(logits.shape[:-1], -np.inf, _F32)
+    if mask is not None:
+        logits = np.where(mask, logits, _F32(-np.inf))
+    peak = np.max(logits, axis=-1, keepdims=True)
+    empty = peak == -np.inf
+    peak = np.where(empty, _F32(0.0), peak)
+    e = np.exp(logits - peak)
+    total = np.sum(e, axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = np.where(empty, _F32(0.0), e / total).astype(_F32)
+        lse = (peak + np.log(total))[..., 0].astype(_F32)
+    return weights, lse
 
 
 def softmax_weights(scores: np.ndarray, scale, *, causal: bool) -> np.ndarray:
@@ -128,12 +169,32 @@ def softmax_weights(scores: np.ndarray, scale, *, causal: bool) -> np.ndarray:
     """
     logits = np.asarray(scores, _F32) * _F32(scale)
     lq, t_len = logits.shape[-2:]
-    if causal and lq > 1:
-        mask = causal_mask(lq, t_len)
-        logits = np.where(mask, logits, _F32(-np.inf))
-    peak = np.max(logits, axis=-1, keepdims=True)
-    e = np.exp(logits - peak)
-    return (e / np.sum(e, axis=-1, keepdims=True)).astype(_F32)
+    mask = causal_mask(lq, t_len) if causal and lq > 1 else None
+    return masked_softmax(logits, mask)[0]
+
+
+def merge_partials(outs, lses):
+    """Exact softmax attention over the union of disjoint key sets from per-part results.
+
+    outs: sequence of float (..., Lq, d) — each part's normalised attention output; lses:
+    matching float (..., Lq) — each part's natural-log log-sum-exp of its scaled scores (−inf
+    for a part a query does not see). Returns (out float32 (..., Lq, d), lse float32 (..., Lq))
+    with lse = logsumexp_p(lse_p) and out = Σ_p exp(lse_p − lse) · out_p, computed in float64
+    and rounded once; a query that sees no key in any part gets out 0 and lse −inf.
+    """
+    if len(outs) != len(lses) or not outs:
+        raise ValueError(f"outs, lses: expected two sequences of the same length >= 1, got {len(outs)} "
+                         f"and {len(lses)}")
+    lse = np.stack([np.asarray(x, np.float64) for x in lses])  # (P, ..., Lq)
+    peak = np.max(lse, axis=0)
+    safe = np.where(peak == -np.inf, 0.0, peak)
+    factors = np.exp(lse - safe)  # exp(−inf) = 0 for parts a query does not see
+    total = np.sum(factors, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        merged_lse = np.where(total > 0, safe + np.log(total), -np.inf)
+        weights = np.where(total > 0, factors / total, 0.0)
+    out = sum(w[..., None] * np.asarray(o, np.float64) for w, o in zip(weights, outs))
+    return out.astype(_F32), merged_lse.astype(_F32)
 
 
 def accumulate_values(weights, value_indices, value_norms, value_plan, *, group_size,
@@ -152,17 +213,28 @@ def accumulate_values(weights, value_indices, value_norms, value_plan, *, group_
 
 
 def attend(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
-           key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal) -> np.ndarray:
+           key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,
+           return_lse=False):
     """Softmax attention over compressed keys and values, in the rotated domain.
 
     See :meth:`tqref.backends.reference.ReferenceBackend.attend` for the full contract.
     Returns float32 (B, A, Lq, d): ``value_scale · Σ_t w_t ‖v_t‖ ŷ_{v,t}`` with
-    ``w = softmax(scale · key_scores)`` (causally masked when ``causal`` and Lq > 1).
+    ``w = softmax(scale · key_scores)`` over each query's visible keys (module docstring);
+    with ``return_lse`` also the log-sum-exp of ``scale · key_scores`` float32 (B, A, Lq).
+    Keys before ``start`` are never read.
     """
-    scores = key_scores(q_rot, key_indices, key_norms, key_plan, group_size=group_size,
+    lq, t_len = q_rot.shape[2], key_indices.shape[2]
+    sl = slice(start, t_len)
+    if key_signs is not None:
+        key_signs, key_gammas = key_signs[:, :, sl], key_gammas[:, :, sl]
+    scores = key_scores(q_rot, key_indices[:, :, sl], key_norms[:, :, sl], key_plan, group_size=group_size,
                         key_signs=key_signs, key_gammas=key_gammas)
-    weights = softmax_weights(scores, scale, causal=causal)
-    out = accumulate_values(weights, value_indices, value_norms, value_plan, group_size=group_size)
+    logits = scores * _F32(scale)
+    mask = visible_mask(lq, t_len, causal=causal, start=start, lag=lag)[:, start:]
+    weights, lse = masked_softmax(logits, None if mask.all() else mask)
+    out = accumulate_values(weights, value_indices[:, :, sl], value_norms[:, :, sl], value_plan,
+                            group_size=group_size)
     if value_scale != 1.0:
         out = out * _F32(value_scale)
-    return out.astype(_F32, copy=False)
+    out = out.astype(_F32, copy=False)
+    return (out, lse) if return_lse else out

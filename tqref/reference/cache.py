@@ -189,7 +189,9 @@ class KVCache:
         return v.check_int("layer", layer, 0, self.num_layers - 1)
 
     def _check_tensor(self, name: str, x, heads_name: str):
-        """A finite float array (B, heads, S, head_dim) -> float32 copy; heads checked by caller."""
+        """Metadata of a float array (B, heads, S, head_dim): dtype and shape (heads checked by
+        the caller). Returns (x as an ndarray, not copied, its dtype); the values are checked
+        by :meth:`_quantize` through the norms (no separate pass over them)."""
         x = np.asarray(x)
         if x.dtype.type not in v.FLOAT_DTYPES:
             raise ValueError(f"{name}: expected dtype float16, float32 or float64, got {x.dtype}")
@@ -204,20 +206,21 @@ class KVCache:
         if self.batch_size is not None and x.shape[0] != self.batch_size:
             raise ValueError(f"{name}: expected batch={self.batch_size} (the cache's batch size), got "
                              f"{x.shape[0]} (shape {x.shape})")
-        return v.as_float32_rows(name, x, self.head_dim), x.dtype
+        return x, x.dtype
 
     def _check_kv(self, k, v_):
-        k32, k_dtype = self._check_tensor("k", k, "num_kv_heads")
-        if k32.shape[1] != self.num_kv_heads:
-            raise ValueError(f"k: expected num_kv_heads={self.num_kv_heads} on axis 1, got {k32.shape[1]} "
-                             f"(shape {k32.shape})")
-        v32, v_dtype = self._check_tensor("v", v_, "num_kv_heads")
-        if v32.shape != k32.shape:
-            raise ValueError(f"v: expected the shape of k {k32.shape}, got {v32.shape}")
-        return k32, v32, k_dtype, v_dtype
+        k, k_dtype = self._check_tensor("k", k, "num_kv_heads")
+        if k.shape[1] != self.num_kv_heads:
+            raise ValueError(f"k: expected num_kv_heads={self.num_kv_heads} on axis 1, got {k.shape[1]} "
+                             f"(shape {k.shape})")
+        vals, v_dtype = self._check_tensor("v", v_, "num_kv_heads")
+        if vals.shape != k.shape:
+            raise ValueError(f"v: expected the shape of k {k.shape}, got {vals.shape}")
+        return k, vals, k_dtype, v_dtype
 
     def _check_q(self, q, batch: int):
-        q32, q_dtype = self._check_tensor("q", q, "num_attention_heads")
+        q, q_dtype = self._check_tensor("q", q, "num_attention_heads")
+        q32 = v.as_float32_rows("q", q, self.head_dim)
         if q32.shape[0] != batch:
             raise ValueError(f"q: expected batch={batch} (the batch of k and v), got {q32.shape[0]}")
         heads = q32.shape[1]
@@ -241,23 +244,34 @@ class KVCache:
                              f"(batch, head, position) {pos}")
         return norms.astype(self.norm_dtype)
 
-    def _quantize(self, k32: np.ndarray, v32: np.ndarray) -> dict:
-        """Codes of new positions, name -> (B, H, S, ...) arrays, without touching the cache."""
-        lead = k32.shape[:3]
+    def _quantize(self, k: np.ndarray, v_: np.ndarray) -> dict:
+        """Codes of new positions, name -> (B, H, S, ...) arrays, without touching the cache.
+
+        k, v_: float16/32/64 (B, H, S, d), values not yet checked. Validation is fused into
+        the quantization: a NaN or ±inf coordinate (or a float64 value beyond float32) makes
+        the vector's norm non-finite, and only then are the inputs scanned again, for the
+        precise error (the order and messages of ``_validate.as_float32_rows``). The backend
+        takes any float dtype and converts block by block (one pass over the input).
+        """
+        lead = k.shape[:3]
         d = self.head_dim
-        out = {}
-        k_rows = k32.reshape(-1, d)
+        raw = {}
+        with np.errstate(all="ignore"):  # non-finite input: reported below, from the norms
+            if self.mode == "prod":
+                packed, norms, signs, gammas = self.backend.prod_quantize(k.reshape(-1, d), self.key_plan)
+                raw["key_signs"], raw["key_gammas"] = signs, gammas
+            else:
+                packed, norms = self.backend.mse_quantize(k.reshape(-1, d), self.key_plan)
+            raw["key_indices"], raw["key_norms"] = packed, norms
+            raw["value_indices"], raw["value_norms"] = self.backend.mse_quantize(v_.reshape(-1, d), self.value_plan)
+        for name, x, norms in (("k", k, raw["key_norms"]), ("v", v_, raw["value_norms"])):
+            if not np.isfinite(norms).all():
+                v.as_float32_rows(name, x, d)  # raises for NaN, inf or a float64 overflow
+        out = {name: arr.reshape(lead + arr.shape[1:]) for name, arr in raw.items() if arr.ndim == 2}
         if self.mode == "prod":
-            packed, norms, signs, gammas = self.backend.prod_quantize(k_rows, self.key_plan)
-            out["key_signs"] = signs.reshape(lead + signs.shape[-1:])
-            out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(gammas, _F32).reshape(lead))
-        else:
-            packed, norms = self.backend.mse_quantize(k_rows, self.key_plan)
-        out["key_indices"] = packed.reshape(lead + packed.shape[-1:])
-        out["key_norms"] = self._store_norms("k", "norm", np.asarray(norms, _F32).reshape(lead))
-        packed, norms = self.backend.mse_quantize(v32.reshape(-1, d), self.value_plan)
-        out["value_indices"] = packed.reshape(lead + packed.shape[-1:])
-        out["value_norms"] = self._store_norms("v", "norm", np.asarray(norms, _F32).reshape(lead))
+            out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(raw["key_gammas"], _F32).reshape(lead))
+        out["key_norms"] = self._store_norms("k", "norm", np.asarray(raw["key_norms"], _F32).reshape(lead))
+        out["value_norms"] = self._store_norms("v", "norm", np.asarray(raw["value_norms"], _F32).reshape(lead))
         return out
 
     def _commit(self, layer: int, new: dict, batch: int) -> None:
@@ -286,8 +300,8 @@ class KVCache:
         :meth:`reset`. Nothing is stored unless every check passes.
         """
         layer = self._check_layer(layer)
-        k32, v32, _, _ = self._check_kv(k, v)
-        self._commit(layer, self._quantize(k32, v32), k32.shape[0])
+        k, v, _, _ = self._check_kv(k, v)
+        self._commit(layer, self._quantize(k, v), k.shape[0])
 
     def prefill(self, layer, k, v, q) -> DequantResult:
         """Append k, v, then return the whole layer dequantized (and the logit bias for q).
@@ -298,9 +312,10 @@ class KVCache:
         estimate on every call. See :class:`DequantResult` for shapes and dtypes.
         """
         layer = self._check_layer(layer)
-        k32, v32, k_dtype, v_dtype = self._check_kv(k, v)
-        q32, q_dtype, group = self._check_q(q, k32.shape[0])
-        self._commit(layer, self._quantize(k32, v32), k32.shape[0])
+        k, v, k_dtype, v_dtype = self._check_kv(k, v)
+        new = self._quantize(k, v)  # k, v values are checked here, before q (the order of the errors)
+        q32, q_dtype, group = self._check_q(q, k.shape[0])
+        self._commit(layer, new, k.shape[0])
         keys, values = self._dequantize(layer)
         with np.errstate(over="ignore"):
             keys, values = keys.astype(k_dtype, copy=False), values.astype(v_dtype, copy=False)
@@ -409,14 +424,22 @@ class KVCache:
         q32, _, group = self._check_q(q, self.batch_size)
         return self._bias(layer, q32, group) if self.mode == "prod" else None
 
-    def attend(self, layer, q, *, scale=None, causal=True) -> np.ndarray:
+    def attend(self, layer, q, *, scale=None, causal=True, start=0, lag=0, return_lse=False):
         """Attention output over the compressed ``layer``, float32 (B, A, Lq, head_dim).
 
         q: float (B, A, Lq, head_dim), A a multiple of num_kv_heads (head a reads kv head
-        a // (A / num_kv_heads)). scale: softmax scale, default 1/sqrt(head_dim). causal: with
-        Lq > 1 the queries are the last Lq positions of the layer (query i sees keys
-        0 .. seq_len − Lq + i); Lq must then be ≤ seq_len. Computed by the backend's
-        ``attend`` (reference/attention.py) from the codes; keys are never dequantized.
+        a // (A / num_kv_heads)). scale: softmax scale, default 1/sqrt(head_dim). causal: the
+        queries are the last Lq positions of the layer and query i sees keys
+        ``start .. seq_len − Lq + i − lag``; without it every query sees ``start .. seq_len − 1``.
+        start (0 ≤ start ≤ seq_len): keys before it are not attended (a caller holding them
+        elsewhere, e.g. float16 sink tokens). lag (≥ 0, causal only): the ``lag`` newest keys
+        each query would see are excluded (a caller holding them elsewhere, e.g. a float16
+        window). return_lse: also return the log-sum-exp (natural log) of the scaled scores
+        over each query's visible keys, float32 (B, A, Lq), so partial attentions merge
+        exactly (:func:`tqref.reference.attention.merge_partials`); a query that sees no key
+        then gets output 0 and lse −inf. Without return_lse every query must see at least one
+        key. Computed by the backend's ``attend`` (reference/attention.py) from the codes;
+        keys are never dequantized.
         """
         layer = self._check_layer(layer)
         lay = self._require(layer)
@@ -426,12 +449,22 @@ class KVCache:
         ok = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
         if not ok or not math.isfinite(float(scale)) or float(scale) <= 0:
             raise ValueError(f"scale: expected a finite number > 0 or None, got {scale!r}")
-        if not isinstance(causal, (bool, np.bool_)):
-            raise ValueError(f"causal: expected True or False, got {causal!r}")
+        for name, flag in (("causal", causal), ("return_lse", return_lse)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        start = v.check_int("start", start, 0, lay.seq)
+        lag = v.check_int("lag", lag, 0)
+        if lag and not causal:
+            raise ValueError(f"lag: expected 0 with causal=False (lag excludes the newest keys of the causal "
+                             f"range), got {lag}")
         lq = q32.shape[2]
-        if causal and lq > lay.seq:
-            raise ValueError(f"q: expected at most seq_len={lay.seq} query positions with causal=True "
-                             f"(queries are the last positions of the layer), got {lq}")
+        first_last = lay.seq - lq - lag if causal else lay.seq - 1  # last key the first query sees
+        if not return_lse and first_last < start:
+            if causal and start == 0 and lag == 0:
+                raise ValueError(f"q: expected at most seq_len={lay.seq} query positions with causal=True "
+                                 f"(queries are the last positions of the layer), got {lq}")
+            raise ValueError(f"q: expected every query to see a key (start={start}, lag={lag}, causal={causal}, "
+                             f"seq_len={lay.seq}, {lq} queries) or return_lse=True, got a query with none")
         fn = getattr(self.backend, "attend", None)
         if fn is None:
             raise ValueError(f"backend: {self.backend.name!r} has no attend(); use backend='reference'")
@@ -439,10 +472,12 @@ class KVCache:
         q_rot = estimators.rotate_queries(q32.reshape(-1, self.head_dim), self.key_plan).reshape(q32.shape)
         eff_scale = float(scale) / self.key_alpha if self.debiased else float(scale)
         value_scale = 1.0 / self.value_alpha if self.debiased_values else 1.0
-        out_rot = fn(q_rot, a["key_indices"], a["key_norms"], a["value_indices"], a["value_norms"],
-                     self.key_plan, self.value_plan, key_signs=a.get("key_signs"),
-                     key_gammas=a.get("key_gammas"), scale=eff_scale, value_scale=value_scale,
-                     group_size=group, causal=bool(causal))
+        res = fn(q_rot, a["key_indices"], a["key_norms"], a["value_indices"], a["value_norms"],
+                 self.key_plan, self.value_plan, key_signs=a.get("key_signs"),
+                 key_gammas=a.get("key_gammas"), scale=eff_scale, value_scale=value_scale,
+                 group_size=group, causal=bool(causal), start=start, lag=lag, return_lse=bool(return_lse))
+        out_rot, lse = res if return_lse else (res, None)
         out = rot.rotate_inverse(np.asarray(out_rot, _F32).reshape(-1, self.head_dim),
-                                      self.value_plan.rotation, self.value_plan.seed)
-        return out.reshape(q32.shape).astype(_F32, copy=False)
+                                 self.value_plan.rotation, self.value_plan.seed)
+        out = out.reshape(q32.shape).astype(_F32, copy=False)
+        return (out, np.asarray(lse, _F32)) if return_lse else out

@@ -318,11 +318,12 @@ def prod_inner_product_device(queries, packed, norms, signs, gammas, plan, *, qt
 
 @with_stream
 def attend_device(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
-                  key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal,
-                  chunk: int = 256, threads: int = 128, stream=0):
+                  key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,
+                  return_lse=False, chunk: int = 256, threads: int = 128, stream=0):
     """Fused attention over packed KV codes (contract of ReferenceBackend.attend).
 
-    Returns float32 (B, A, Lq, d) in the value plan's rotated domain, on the device.
+    Returns float32 (B, A, Lq, d) in the value plan's rotated domain, on the device (with
+    ``return_lse``, also the log-sum-exp float32 (B, A, Lq), on the device).
     ``chunk``: tokens per block (split-K); ``threads``: threads per block (multiple of 32).
     """
     key_plan, kt = _setup(key_plan)
@@ -346,17 +347,20 @@ def attend_device(q_rot, key_indices, key_norms, value_indices, value_norms, key
         qp = _project(flat, kt, B * H * rows, d, _warps_for(d, 8 * d), stream).reshape(B * H, rows, d)
     else:
         ks, kg, qp = kid, kn, qg
-    splits = max(1, (T + chunk - 1) // chunk)
+    splits = max(1, (T - int(start) + chunk - 1) // chunk)
     m_part = empty((B * H, splits, rows), np.float32)
     l_part = empty((B * H, splits, rows), np.float32)
     acc_part = empty((B * H, splits, rows, d), np.float32)
     kern, _ = _attn.partial_kernel(d, key_plan.bits, value_plan.bits, rows, prod, chunk, threads)
-    kern[(B * H, splits), threads, stream](qg, qp, kid, kn, ks, kg, vid, vn, H, T, lq, bool(causal and lq > 1),
-                                          np.float32(scale), kt.cents, vt.cents, kt.kappa, m_part, l_part, acc_part)
+    kern[(B * H, splits), threads, stream](qg, qp, kid, kn, ks, kg, vid, vn, H, T, lq, bool(causal), int(start),
+                                          int(lag), np.float32(scale), kt.cents, vt.cents, kt.kappa, m_part, l_part, acc_part)
     out = empty((B * H, rows, d), np.float32)
+    lse = empty((B * H, rows), np.float32)
     comb, _ = _attn.combine_kernel(d, rows)
-    comb[(B * H, rows), 32 * ((d + 31) // 32), stream](m_part, l_part, acc_part, splits, np.float32(value_scale), out)
-    return wrap(out.reshape(B, A, lq, d))
+    comb[(B * H, rows), 32 * ((d + 31) // 32), stream](m_part, l_part, acc_part, splits, np.float32(value_scale), out,
+                                                       lse)
+    out = wrap(out.reshape(B, A, lq, d))
+    return (out, wrap(lse.reshape(B, A, lq))) if return_lse else out
 
 
 def _contiguous(dev):
@@ -425,7 +429,9 @@ class CudaBackend:
         return to_host(prod_inner_product_device(queries, packed, norms, signs, gammas, plan))
 
     def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
-               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal):
-        return to_host(attend_device(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan,
-                                     value_plan, key_signs=key_signs, key_gammas=key_gammas, scale=scale,
-                                     value_scale=value_scale, group_size=group_size, causal=causal))
+               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,
+               return_lse=False):
+        res = attend_device(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan,
+                            key_signs=key_signs, key_gammas=key_gammas, scale=scale, value_scale=value_scale,
+                            group_size=group_size, causal=causal, start=start, lag=lag, return_lse=return_lse)
+        return tuple(to_host(r) for r in res) if return_lse else to_host(res)

@@ -13,7 +13,10 @@ dequantized key or value ever exists in device memory:
    c. values, lanes over coordinates and warps over tokens: Σ_t p_t ‖v_t‖ c_v[idx_t];
    writes (m, l, acc[d]) per (head, split, row).
 2. :func:`combine_kernel` merges the splits: out = value_scale · Σ_s e^{m_s − M} acc_s /
-   Σ_s e^{m_s − M} l_s.
+   Σ_s e^{m_s − M} l_s, and lse = M + log Σ_s e^{m_s − M} l_s.
+
+Visible range (``start``, ``lag``, causal) as in reference/attention.py: splits begin at
+``start`` (earlier keys are never read); masked keys get logit −inf.
 
 Float outputs (the reference's order is a matmul): compared by tolerance. Memory traffic
 per token and kv head is the packed key and value rows plus two norms (and the sign bits
@@ -35,8 +38,8 @@ NEG_INF = float32(-math.inf)
 
 @functools.lru_cache(maxsize=None)
 def partial_kernel(d: int, kbits: int, vbits: int, rows: int, prod: bool, chunk: int, tpb: int):
-    """Kernel (q, qp, kidx, knorm, ksign, kgam, vidx, vnorm, H, T, lq, causal, scale,
-    kcent, vcent, kappa, m_out, l_out, acc_out)."""
+    """Kernel (q, qp, kidx, knorm, ksign, kgam, vidx, vnorm, H, T, lq, causal, start, lag, scale,
+    kcent, vcent, kappa, m_out, l_out, acc_out); split s covers tokens start + s·chunk onwards."""
     nbk = packed_size(d, kbits)
     nbv = packed_size(d, vbits)
     sb = packed_size(d, 1)
@@ -46,7 +49,7 @@ def partial_kernel(d: int, kbits: int, vbits: int, rows: int, prod: bool, chunk:
     nk = 1 << kbits
     nv = 1 << vbits
 
-    def kernel(q, qp, kidx, knorm, ksign, kgam, vidx, vnorm, H, T, lq, causal, scale,
+    def kernel(q, qp, kidx, knorm, ksign, kgam, vidx, vnorm, H, T, lq, causal, start, lag, scale,
                kcent, vcent, kappa, m_out, l_out, acc_out):
         tid = cuda.threadIdx.x
         w = tid // 32
@@ -55,7 +58,7 @@ def partial_kernel(d: int, kbits: int, vbits: int, rows: int, prod: bool, chunk:
         b = bh // H
         h = bh - b * H
         split = cuda.blockIdx.y
-        t0 = split * chunk
+        t0 = start + split * chunk
         qs = cuda.shared.array((rows, d), float32)
         qps = cuda.shared.array((rows, d), float32)
         sc = cuda.shared.array((rows, chunk), float32)
@@ -112,7 +115,7 @@ def partial_kernel(d: int, kbits: int, vbits: int, rows: int, prod: bool, chunk:
                     if prod:
                         s = s + cor[r] * gk
                     logit = (s * kn) * scale
-                    if causal and t > T - lq + (r % lq):
+                    if causal and t > T - lq + (r % lq) - lag:
                         logit = NEG_INF
                     sc[r, tl] = logit
             else:
@@ -180,10 +183,10 @@ def partial_kernel(d: int, kbits: int, vbits: int, rows: int, prod: bool, chunk:
 
 @functools.lru_cache(maxsize=None)
 def combine_kernel(d: int, rows: int):
-    """Kernel (m_in, l_in, acc_in, splits, value_scale, out); grid (B·H, rows), block d threads
-    (rounded up to 32)."""
+    """Kernel (m_in, l_in, acc_in, splits, value_scale, out, lse_out); grid (B·H, rows), block d
+    threads (rounded up to 32). A row no split sees gets out 0 and lse −inf."""
 
-    def kernel(m_in, l_in, acc_in, splits, value_scale, out):
+    def kernel(m_in, l_in, acc_in, splits, value_scale, out, lse_out):
         bh = cuda.blockIdx.x
         r = cuda.blockIdx.y
         j = cuda.threadIdx.x
@@ -200,6 +203,11 @@ def combine_kernel(d: int, rows: int):
                     f = math.exp(ms - big)
                     num += f * acc_in[bh, s, r, j]
                     den += f * l_in[bh, s, r]
-            out[bh, r, j] = (num / den) * value_scale
+            if den > float32(0.0):
+                out[bh, r, j] = (num / den) * value_scale
+            else:
+                out[bh, r, j] = float32(0.0)
+            if j == 0:
+                lse_out[bh, r] = big + math.log(den) if den > float32(0.0) else NEG_INF
 
     return cuda.jit(kernel), kernel

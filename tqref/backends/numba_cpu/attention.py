@@ -25,8 +25,8 @@ L = TILE
 @kernel
 def attend_kernel(q_rot, q_proj, key_idx, key_norms, key_signs, key_gammas, val_idx, val_norms,
                   key_table, key_bits, key_p, val_table, val_bits, kappa, prod_mode,
-                  scale, value_scale, group_size, causal, key_fields, key_entries, sign_fields,
-                  out, nchunks):
+                  scale, value_scale, group_size, causal, start, lag, key_fields, key_entries, sign_fields,
+                  out, lse, nchunks):
     nb, na, lq, d = q_rot.shape
     t_len = key_idx.shape[2]
     nbk = key_idx.shape[3]
@@ -53,15 +53,20 @@ def attend_kernel(q_rot, q_proj, key_idx, key_norms, key_signs, key_gammas, val_
             i = item % lq
             h = a // group_size
             visible = t_len
-            if causal and lq > 1:
-                visible = t_len - lq + i + 1
+            if causal:
+                visible = min(t_len, t_len - lq + i + 1 - lag)
+            if visible <= start:
+                for j in range(d):
+                    out[b, a, i, j] = np.float32(0.0)
+                lse[b, a, i] = np.float32(-np.inf)
+                continue
             fill_table(q_rot[b, a, i], key_table, key_bits, key_p, lut)
             if prod_mode:
                 fill_table(q_proj[b, a, i], pm, 1, 8, slut)
             kidx = key_idx[b, h]
             ksgn = key_signs[b, h]
             peak = np.float32(-np.inf)
-            t = 0
+            t = start
             while t < visible:
                 k = 4 if t + 4 <= visible else 1
                 if k == 4:
@@ -82,7 +87,7 @@ def attend_kernel(q_rot, q_proj, key_idx, key_norms, key_signs, key_gammas, val_
                         peak = logit
                 t += k
             total = np.float32(0.0)
-            for t in range(visible):
+            for t in range(start, visible):
                 e = np.exp(scores[t] - peak)
                 scores[t] = e
                 total += e
@@ -90,7 +95,7 @@ def attend_kernel(q_rot, q_proj, key_idx, key_norms, key_signs, key_gammas, val_
             acc16[:, :] = np.float32(0.0)
             vidx = val_idx[b, h]
             vn = val_norms[b, h]
-            for t0 in range(0, visible, L):
+            for t0 in range(start, visible, L):
                 cnt = min(L, visible - t0)
                 for u in range(L):
                     lanes[u] = (scores[t0 + u] / total) * vn[t0 + u] if u < cnt else np.float32(0.0)
@@ -104,3 +109,4 @@ def attend_kernel(q_rot, q_proj, key_idx, key_norms, key_signs, key_gammas, val_
                 acc[j] = s
             for j in range(d):
                 out[b, a, i, j] = acc[j] * value_scale
+            lse[b, a, i] = peak + np.log(total)

@@ -204,9 +204,11 @@ class NumbaBackend:
 
     # ------------------------------------------------------------------ KV cache
     def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
-               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal):
+               key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,
+               return_lse=False):
         """Softmax attention over a compressed KV cache in the rotated domain; the contract
-        is :meth:`tqref.backends.reference.ReferenceBackend.attend`. Float32 (B, A, Lq, d)."""
+        is :meth:`tqref.backends.reference.ReferenceBackend.attend`. Float32 (B, A, Lq, d)
+        (and lse float32 (B, A, Lq) with ``return_lse``)."""
         q_rot = _f32(q_rot)
         key_indices, value_indices = _u8(key_indices), _u8(value_indices)
         key_norms, value_norms = _f32(key_norms), _f32(value_norms)
@@ -229,6 +231,7 @@ class NumbaBackend:
         key_fields, key_entries = E.table_shape(d, kp.bits)
         sign_fields = (d + 7) // 8
         out = np.empty((nb, na, lq, d), _F32)
+        lse = np.empty((nb, na, lq), _F32)
         items = nb * na * lq
         work = items * max(1, t_len)
         if self.parallel and work >= 4096 and items > 1:
@@ -237,6 +240,6 @@ class NumbaBackend:
             fn, chunks = A.attend_kernel.serial, 1
         fn(q_rot, q_proj, key_indices, key_norms, key_signs, key_gammas, value_indices, value_norms,
            kp.centroids, kp.bits, key_p, vp.centroids, vp.bits, kp.qjl_scale, prod_mode,
-           _F32(scale), _F32(value_scale), int(group_size), bool(causal), key_fields, key_entries,
-           sign_fields, out, chunks)
-        return out
+           _F32(scale), _F32(value_scale), int(group_size), bool(causal), int(start), int(lag), key_fields,
+           key_entries, sign_fields, out, lse, chunks)
+        return (out, lse) if return_lse else out
