@@ -24,6 +24,7 @@ import sys
 import numpy as np
 
 from ..reference import codebook as cb
+from ..reference.codebook_tables import DISTORTION_RTOL, SOLVER_RTOL
 from ..reference import packing, prng, qjl, rotation
 from . import encoding, operations, schemas, spec
 
@@ -510,8 +511,8 @@ def _codebook_files() -> list:
 def _codebook_test(fb, g, b, d, law, flags):
     out = operations.codebook({"bits": b, "dim": d, "law": law})
     top = float(np.max(np.abs(out["centroids"])))
-    tol = {"centroids": 1e-12 * top, "boundaries": 1e-12 * top,
-           "distortion": 1e-9 * float(out["distortion"]),
+    tol = {"centroids": SOLVER_RTOL * top, "boundaries": SOLVER_RTOL * top,
+           "distortion": DISTORTION_RTOL * float(out["distortion"]),
            "centroidsF32": float(np.spacing(_F32(top)))}
     fb.test(g, f"{law}, b = {b}, d = {d}", flags or ["KnownAnswer"], {"bits": b, "dim": d}, outputs=out,
             tolerance=tol)

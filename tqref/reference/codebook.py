@@ -45,6 +45,8 @@ import math
 
 import numpy as np
 
+from . import portable_math as pm
+
 LAWS = ("beta", "gaussian")
 MIN_BITS = 1
 MAX_BITS = 8
@@ -137,21 +139,21 @@ class _BetaLaw:
         self.upper = 1.0
 
     def density(self, x: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            return np.power((1.0 - x) * (1.0 + x), self.a2 / 2.0)
+        x = np.asarray(x, dtype=np.float64)
+        return pm.pow_half((1.0 - x) * (1.0 + x), self.a2)
 
     def mass_to_upper(self, x):
         """J_a(x) = ∫_x^1 (1 − t²)^a dt by the upward recurrence from a = −1/2 or a = 0."""
         x = np.asarray(x, dtype=np.float64)
         one_minus = (1.0 - x) * (1.0 + x)
-        if self.a2 % 2:  # a = k − 1/2: start at J_{−1/2} = acos x
-            value, a2 = np.arccos(x), -1
+        if self.a2 % 2:  # a = k − 1/2: start at J_{−1/2} = acos x = π/2 − asin x
+            value, a2 = pm.HALF_PI - pm.asin(x), -1
         else:  # a integer: start at J_0 = 1 − x
             value, a2 = 1.0 - x, 0
         while a2 < self.a2:
             a2 += 2
             a = a2 / 2.0
-            value = (2.0 * a * value - x * np.power(one_minus, a)) / (2.0 * a + 1.0)
+            value = (2.0 * a * value - x * pm.pow_half(one_minus, a2)) / (2.0 * a + 1.0)
         return value
 
     def cells(self, lo, hi):
@@ -161,31 +163,32 @@ class _BetaLaw:
         so the rule is exact to rounding even for the cell that ends at t = 1 (d = 2's
         arcsine singularity disappears). t − lo = 2 cos((θ + θ_lo)/2) sin((θ − θ_lo)/2).
         """
-        th_lo, th_hi = np.arcsin(lo), np.arcsin(np.minimum(hi, 1.0))
+        th_lo, th_hi = pm.asin(lo), pm.asin(np.minimum(hi, 1.0))
         # The last cell reaches θ = π/2 but its mass sits within a few 1/√d of θ_lo: cut
         # it where cos^(d−2) has fallen below e^-800 and split it into _TAIL_PANELS panels.
         width = 40.0 / math.sqrt(max(self.a2 + 1, 1))
         cut = min(float(th_hi[-1]), float(th_lo[-1]) + width)
-        panels = np.linspace(th_lo[-1], cut, _TAIL_PANELS + 1)
+        panels = th_lo[-1] + (cut - th_lo[-1]) * (np.arange(_TAIL_PANELS + 1) / _TAIL_PANELS)
+        panels[-1] = cut
         p_lo = np.concatenate((th_lo[:-1], panels[:-1]))
         p_hi = np.concatenate((th_hi[:-1], panels[1:]))
         owner_lo = np.concatenate((th_lo[:-1], np.full(_TAIL_PANELS, th_lo[-1])))
         half, offset, weights = _gauss_legendre(p_lo, p_hi)
         theta = p_lo[:, None] + offset
-        f = np.power(np.cos(theta), self.a2 + 1)
-        dt = 2.0 * np.cos(0.5 * (theta + owner_lo[:, None])) * np.sin(0.5 * (theta - owner_lo[:, None]))
-        masses = half * (f @ weights)
-        moments = half * ((f * dt) @ weights)
+        f = pm.ipow(pm.sin_cos(theta)[1], self.a2 + 1)
+        dt = 2.0 * pm.sin_cos(0.5 * (theta + owner_lo[:, None]))[1] * pm.sin_cos(0.5 * (theta - owner_lo[:, None]))[0]
+        masses = half * pm.ordered_sum(f * weights)
+        moments = half * pm.ordered_sum((f * dt) * weights)
         m = len(lo)
-        masses = np.append(masses[: m - 1], np.sum(masses[m - 1 :]))
-        moments = np.append(moments[: m - 1], np.sum(moments[m - 1 :]))
+        masses = np.append(masses[: m - 1], pm.ordered_sum(masses[m - 1 :]))
+        moments = np.append(moments[: m - 1], pm.ordered_sum(moments[m - 1 :]))
         return masses, lo + moments / masses
 
     def first_moment(self, lo, hi):
         """∫_lo^hi t (1 − t²)^a dt for 0 ≤ lo ≤ hi ≤ 1."""
         a1 = self.a2 / 2.0 + 1.0
-        p = lambda x: np.power((1.0 - x) * (1.0 + x), a1)  # noqa: E731
-        return (p(lo) - p(hi)) / (2.0 * a1)
+        p = lambda x: pm.pow_half((1.0 - x) * (1.0 + x), self.a2 + 2)  # noqa: E731
+        return (p(np.asarray(lo, dtype=np.float64)) - p(np.asarray(hi, dtype=np.float64))) / (2.0 * a1)
 
     def second_moment_total(self) -> float:
         """∫_0^1 t² (1 − t²)^a dt divided by ∫_0^1 (1 − t²)^a dt = E[Y²] = 1/d."""
@@ -210,8 +213,8 @@ class _GaussianLaw:
         b_lo, b_hi = lo[:-1], hi[:-1]
         half, offset, weights = _gauss_legendre(b_lo, b_hi)
         f = self.density(b_lo[:, None] + offset)
-        masses = half * (f @ weights)
-        means = b_lo + half * ((f * offset) @ weights) / masses
+        masses = half * pm.ordered_sum(f * weights)
+        means = b_lo + half * pm.ordered_sum((f * offset) * weights) / masses
         tail_mass = self.mass_to_upper(lo[-1:])[0]
         tail_mean = self.first_moment(lo[-1], hi[-1]) / tail_mass
         return np.append(masses, tail_mass), np.append(means, tail_mean)
@@ -225,14 +228,14 @@ class _GaussianLaw:
 
 
 _COUNT_LIMIT = 15  # nearest_index counts up to this many boundaries, else binary search
-_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(40)
+_GAUSS_LEGENDRE_POINTS = 40
 _TAIL_PANELS = 16
 
 
 def _gauss_legendre(lo, hi):
     """Gauss–Legendre nodes on each panel [lo, hi] (arrays (m,)): returns (half-widths (m,),
     node offsets from lo (m, 40), weights (40,)); ∫ f ≈ half · (f(lo + offset) @ weights)."""
-    nodes, weights = _GAUSS_LEGENDRE
+    nodes, weights = pm.gauss_legendre(_GAUSS_LEGENDRE_POINTS)
     half = 0.5 * (hi - lo)
     offset = half[:, None] * (1.0 + nodes[None, :])
     return half, offset, weights
@@ -255,13 +258,11 @@ def _newton_step(law, c: np.ndarray):
     g = law.density(edges[1:-1])  # density at the interior boundaries b_1 .. b_{m-1}
     upper = g * (edges[1:-1] - t[:-1]) / masses[:-1]  # dT_i/db_i, i < m - 1
     lower = g * (t[1:] - edges[1:-1]) / masses[1:]  # dT_i/db_{i-1}, i > 0
-    jac = -np.eye(m)
-    rows = np.arange(m - 1)
-    jac[rows, rows] += 0.5 * upper
-    jac[rows, rows + 1] += 0.5 * upper
-    jac[rows + 1, rows] += 0.5 * lower
-    jac[rows + 1, rows + 1] += 0.5 * lower
-    return np.linalg.solve(jac, c - t), float(np.max(np.abs(t - c)))
+    diag = np.full(m, -1.0)
+    diag[:-1] = diag[:-1] + 0.5 * upper
+    diag[1:] = diag[1:] + 0.5 * lower
+    step = pm.solve_tridiagonal(0.5 * lower, diag, 0.5 * upper, c - t)
+    return step, float(np.max(np.abs(t - c)))
 
 
 def _valid(law, c: np.ndarray) -> bool:
@@ -307,7 +308,7 @@ def _distortion(law, c: np.ndarray) -> float:
     masses, _ = law.cells(edges[:-1], edges[1:])
     total = law.mass_to_upper(np.array([0.0]))[0]
     second = law.second_moment_total()
-    return float((second - np.sum(masses * c * c) / total) / second)
+    return float((second - pm.ordered_sum(masses * c * c) / total) / second)
 
 
 def _validate(bits, dim, law) -> None:
@@ -325,7 +326,7 @@ def solve(bits: int, dim: int, law: str = "beta") -> Codebook:
     bits, dim = int(bits), int(dim)
     if law == "beta":
         half_law = _BetaLaw(dim)
-        guess = _gaussian_half(bits) / math.sqrt(dim)
+        guess = _start_half(bits) / math.sqrt(dim)
         guess = np.minimum(guess, (np.arange(len(guess)) + 0.5) / len(guess))
         half = _solve_positive_half(half_law, bits, guess)
         distortion = _distortion(half_law, half)
@@ -334,6 +335,15 @@ def solve(bits: int, dim: int, law: str = "beta") -> Codebook:
         distortion = _distortion(_GaussianLaw(), half)
         half = half / math.sqrt(dim)
     return _assemble(bits, dim, law, half, distortion)
+
+
+def _start_half(bits: int) -> np.ndarray:
+    """N(0, 1) positive half the beta solver starts from: the frozen table (portable data),
+    or the Gaussian solve when no table is shipped (only while freezing)."""
+    from . import codebook_tables
+
+    frozen = codebook_tables.lookup(bits, 1, "gaussian")
+    return frozen[0] if frozen is not None else _gaussian_half(bits)
 
 
 @functools.lru_cache(maxsize=None)
@@ -386,4 +396,4 @@ def shrinkage(codebook: Codebook) -> float:
     edges = np.minimum(np.concatenate(([0.0], codebook.boundaries[len(half) :], [1.0])), 1.0)
     moments = law.first_moment(edges[:-1], edges[1:])
     total = law.mass_to_upper(np.array([0.0]))[0]
-    return float(codebook.dim * np.sum(moments * half) / total)
+    return float(codebook.dim * pm.ordered_sum(moments * half) / total)
