@@ -115,11 +115,17 @@ class KVCache:
         rotation: "hadamard" (default) or "haar". codebook: "beta" or "gaussian".
         norm_dtype: "float32" (default) or "float16" for the stored norms and γ.
         backend: backend name for quantization and attention ("reference", "numba", ...).
+        residual_length, sink_tokens, outliers, layer_bits: the float16 residual window and
+            sink tokens, the paper's outlier-channel split and per-layer bit widths
+            (tqref/kv, docs/kv-cache.md §7). With any of them, ``append``/``attend``/
+            ``stored``/``memory_usage`` go through :class:`tqref.kv.tiered.Tiered`, and the
+            dequantizing calls (prefill, decode, dequantize, logit_bias) are not available.
     """
 
     def __init__(self, num_layers, num_kv_heads, head_dim, *, key_bits, value_bits, mode="mse", seed=0,
                  debiased=False, debiased_values=False, projection=None, rotation="hadamard",
-                 codebook="beta", norm_dtype="float32", backend="reference"):
+                 codebook="beta", norm_dtype="float32", backend="reference", residual_length=0, sink_tokens=0,
+                 outliers=None, layer_bits=None):
         self.num_layers = v.check_int("num_layers", num_layers, 1)
         self.num_kv_heads = v.check_int("num_kv_heads", num_kv_heads, 1)
         self.head_dim = v.check_int("head_dim", head_dim, 2)
@@ -155,6 +161,11 @@ class KVCache:
         self.value_alpha = cb.shrinkage(self.value_plan.codebook)
         self._layers = [_Layer() for _ in range(self.num_layers)]
         self.batch_size = None  # fixed by the first append, cleared by reset()
+        self._tiers = None  # tqref.kv.tiered.Tiered when any option of tqref/kv is used
+        if residual_length != 0 or sink_tokens != 0 or outliers is not None or layer_bits is not None:
+            from ..kv.tiered import Tiered
+            self._tiers = Tiered(self, residual_length=residual_length, sink_tokens=sink_tokens,
+                                 outliers=outliers, layer_bits=layer_bits)
 
     # ------------------------------------------------------------------ description
     key_bits = property(lambda self: self.key_config.bits)
@@ -166,10 +177,18 @@ class KVCache:
         return (f"KVCache(num_layers={self.num_layers}, num_kv_heads={self.num_kv_heads}, "
                 f"head_dim={self.head_dim}, key_bits={c.bits}, value_bits={self.value_bits}, "
                 f"mode={self.mode!r}{extra}, seed={c.seed}, rotation={c.rotation!r}, "
-                f"codebook={c.codebook!r}, norm_dtype={c.norm_dtype!r}, backend={self.backend.name!r})")
+                f"codebook={c.codebook!r}, norm_dtype={c.norm_dtype!r}, backend={self.backend.name!r}"
+                + (f", {self._tiers.describe()})" if self._tiers is not None else ")"))
+
+    def _no_tiers(self, what: str) -> None:
+        if self._tiers is not None:
+            raise ValueError(f"{what}: not available with residual_length, sink_tokens, outliers or layer_bits "
+                             f"(tokens of one layer have different representations); use append and attend, "
+                             f"stored and memory_usage")
 
     def layout(self) -> list:
         """(name, dtype, row shape) of every stored array per layer, in storage order (module docstring)."""
+        self._no_tiers("layout")
         d = self.head_dim
         fields = [("key_indices", np.dtype(np.uint8), (packing.packed_size(d, self.key_plan.bits),)),
                   ("key_norms", self.norm_dtype, ())]
@@ -299,6 +318,8 @@ class KVCache:
         k and v have the same shape; batch is fixed by the first append after construction or
         :meth:`reset`. Nothing is stored unless every check passes.
         """
+        if self._tiers is not None:
+            return self._tiers.append(layer, k, v)
         layer = self._check_layer(layer)
         k, v, _, _ = self._check_kv(k, v)
         self._commit(layer, self._quantize(k, v), k.shape[0])
@@ -311,6 +332,7 @@ class KVCache:
         *dequantized* K/V, never the raw input, so ``q @ Kᵀ + logit_bias`` is the cache's
         estimate on every call. See :class:`DequantResult` for shapes and dtypes.
         """
+        self._no_tiers("prefill")
         layer = self._check_layer(layer)
         k, v, k_dtype, v_dtype = self._check_kv(k, v)
         new = self._quantize(k, v)  # k, v values are checked here, before q (the order of the errors)
@@ -333,22 +355,30 @@ class KVCache:
 
     def seq_len(self, layer) -> int:
         """Number of cached positions of ``layer`` (out-of-range layers are an error)."""
+        if self._tiers is not None:
+            return self._tiers.seq_len(layer)
         return self._layers[self._check_layer(layer)].seq
 
     def capacity(self, layer) -> int:
         """Allocated positions of ``layer`` (≥ seq_len)."""
+        self._no_tiers("capacity")
         return self._layers[self._check_layer(layer)].capacity
 
     def reset(self) -> None:
         """Drop every layer's storage (capacity back to 0) and forget the batch size."""
         self._layers = [_Layer() for _ in range(self.num_layers)]
         self.batch_size = None
+        if self._tiers is not None:
+            self._tiers.reset()
 
     def stored(self, layer) -> dict:
         """The used part of ``layer``'s storage: name -> read-only view (B, H, seq_len, ...).
 
-        Empty dict for a layer that holds nothing. Names and dtypes: module docstring.
+        Empty dict for a layer that holds nothing. Names and dtypes: module docstring (with the
+        tqref/kv options: :meth:`tqref.kv.tiered.Tiered.stored`).
         """
+        if self._tiers is not None:
+            return self._tiers.stored(layer)
         lay = self._layers[self._check_layer(layer)]
         views = {}
         for name, _, _ in self.layout():
@@ -361,12 +391,24 @@ class KVCache:
     def memory_usage(self) -> int:
         """Bytes of codes actually stored: Σ over layers of the ``stored(layer)`` arrays' nbytes.
 
-        Equals batch · num_kv_heads · Σ_layers seq_len · :meth:`bytes_per_token`.
+        Equals batch · num_kv_heads · Σ_layers seq_len · :meth:`bytes_per_token` (without the
+        tqref/kv options, which store float16 rows and channel choices too).
         """
         return sum(view.nbytes for layer in range(self.num_layers) for view in self.stored(layer).values())
 
+    def bits_per_coordinate(self) -> float:
+        """8 · memory_usage / (batch · num_kv_heads · Σ_layers seq_len · 2 · head_dim): stored bits
+        per key or value coordinate, norms, float16 rows and channel choices included."""
+        coords = 2 * self.head_dim * self.num_kv_heads * (self.batch_size or 0) * \
+            sum(self.seq_len(layer) for layer in range(self.num_layers))
+        if not coords:
+            raise ValueError("bits_per_coordinate: expected a cache holding positions, got an empty cache")
+        return 8 * self.memory_usage() / coords
+
     def capacity_bytes(self) -> int:
         """Bytes allocated (used + spare capacity) over every layer's arrays."""
+        if self._tiers is not None:
+            return self._tiers.capacity_bytes()
         return sum(arr.nbytes for lay in self._layers for arr in lay.arrays.values())
 
     # ------------------------------------------------------------------ reading back
@@ -407,6 +449,7 @@ class KVCache:
         QJL part is not in K but in :meth:`logit_bias`. V is divided by α_v when
         ``debiased_values``.
         """
+        self._no_tiers("dequantize")
         layer = self._check_layer(layer)
         self._require(layer)
         return self._dequantize(layer)
@@ -419,6 +462,7 @@ class KVCache:
 
     def logit_bias(self, layer, q):
         """prod mode: the QJL logit bias float32 (B, A, Lq, seq_len) for q; mse mode: None."""
+        self._no_tiers("logit_bias")
         layer = self._check_layer(layer)
         self._require(layer)
         q32, _, group = self._check_q(q, self.batch_size)
@@ -439,8 +483,15 @@ class KVCache:
         exactly (:func:`tqref.reference.attention.merge_partials`); a query that sees no key
         then gets output 0 and lse −inf. Without return_lse every query must see at least one
         key. Computed by the backend's ``attend`` (reference/attention.py) from the codes;
-        keys are never dequantized.
+        keys are never dequantized. With the tqref/kv options, each query sees every earlier
+        position in the representation it had when that query was decoded (tqref/kv/window.py);
+        start and lag must then be 0.
         """
+        if self._tiers is not None:
+            if start != 0 or lag != 0:
+                raise ValueError(f"start, lag: expected 0 with residual_length, sink_tokens, outliers or "
+                                 f"layer_bits (the cache places its tiers itself), got start={start!r}, lag={lag!r}")
+            return self._tiers.attend(layer, q, scale=scale, causal=causal, return_lse=return_lse)
         layer = self._check_layer(layer)
         lay = self._require(layer)
         q32, _, group = self._check_q(q, self.batch_size)
