@@ -11,7 +11,11 @@ Options (:data:`OPTIONS`, each a regex over one token and the ``tqref.KVCache`` 
 arguments it sets): ``gaussian`` / ``orthogonal`` / ``rademacher`` (prod: QJL projection;
 prod's default is the paper's ``gaussian``), ``haar`` / ``hadamard`` (rotation),
 ``debiased`` (mse: unbiased scores), ``dv`` (debiased values), ``f16norms`` (norms stored
-as float16). To add an option, append an :class:`Option` to :data:`OPTIONS`; to add a
+as float16); the tqref/kv options (docs/kv-cache.md §7): ``r<R>`` (float16 residual window of R
+tokens), ``s<S>`` (S float16 sink tokens), ``o`` / ``o<N>`` (outlier split, static channels
+calibrated on 64 / N tokens), ``opt`` (outlier split, per-token channels), ``e<n>f16`` /
+``e<n>k<K>v<V>`` (the first and last n layers in float16 / at K, V bits). ``paper-2.5`` and
+``paper-3.5`` are the paper's outlier presets (tqref.kv.PRESETS), with the same options. To add an option, append an :class:`Option` to :data:`OPTIONS`; to add a
 family, add a :class:`Family` to :data:`FAMILIES`. Nothing else parses names.
 """
 
@@ -62,13 +66,35 @@ def _build_block(head, kwargs, layers, heads, dim, seed, backend):
 def _build_turboquant(head, kwargs, layers, heads, dim, seed, backend):
     from ..reference.cache import KVCache
 
+    if head == "paper":
+        return KVCache(layers, heads, dim, seed=seed, backend=backend, **kwargs)
     return KVCache(layers, heads, dim, mode=head, seed=seed, backend=backend, **kwargs)
+
+
+def _outliers(m):
+    from ..kv import OutlierSpec
+
+    if m.group(1) == "pt":
+        return {"outliers": OutlierSpec(selection="per-token")}
+    return {"outliers": OutlierSpec(calibration_tokens=int(m.group(1)))} if m.group(1) else {"outliers": OutlierSpec()}
+
+
+def _ends(m):
+    n, bits = int(m.group(1)), ("float16" if m.group(2) is None else (int(m.group(2)), int(m.group(3))))
+    return {"layer_bits": {layer: bits for i in range(n) for layer in (i, -1 - i)}}
+
+
+def _preset(m):
+    from ..kv import PRESETS
+
+    return dict(PRESETS["paper-" + m.group(0)])
 
 
 FAMILIES = {
     "exact": Family(tuple(kv.EXACT_DTYPES), False, _build_exact),
     "llama.cpp": Family(tuple(kv.BLOCK_TYPES), False, _build_block),
     "turboquant": Family(("mse", "prod"), True, _build_turboquant),
+    "turboquant-preset": Family(("paper",), False, _build_turboquant),
 }
 
 OPTIONS = [
@@ -78,6 +104,12 @@ OPTIONS = [
     Option(r"debiased", ("mse",), lambda m: {"debiased": True}, "divide key scores by α"),
     Option(r"dv", ("mse", "prod"), lambda m: {"debiased_values": True}, "divide values by α_v"),
     Option(r"f16norms", ("mse", "prod"), lambda m: {"norm_dtype": "float16"}, "norms stored as float16"),
+    Option(r"2\.5|3\.5", ("paper",), _preset, "the paper's outlier preset"),
+    Option(r"r(\d+)", ("mse", "prod", "paper"), lambda m: {"residual_length": int(m.group(1))},
+           "float16 residual window"),
+    Option(r"s(\d+)", ("mse", "prod", "paper"), lambda m: {"sink_tokens": int(m.group(1))}, "float16 sink tokens"),
+    Option(r"o(pt|\d+)?", ("mse",), _outliers, "outlier-channel split"),
+    Option(r"e(\d+)(?:f16|k(\d+)v(\d+))", ("mse", "prod", "paper"), _ends, "first/last layers' bits"),
 ]
 
 
