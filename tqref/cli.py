@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "conformance",
     "audit",
     "evaluate_attention",
+    "evaluate_model",
 )
 
 
