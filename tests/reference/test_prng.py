@@ -33,6 +33,18 @@ def test_raw_stream_matches_integer_model(seed, stream):
     assert [int(v) for v in got] == [raw_int(seed, stream, i) for i in range(7, 47)]
 
 
+@pytest.mark.parametrize("start", [2**64 - 3, 2**64, 2**64 + 17, 5 * 2**64 + 1])
+def test_raw_stream_indices_wrap_modulo_2_64(start):
+    """The spec computes everything modulo 2^64, indices included: a range past 2^64 wraps."""
+    got = prng.raw_stream(9, prng.STREAM_HAAR, 6, start=start)
+    assert [int(v) for v in got] == [raw_int(9, prng.STREAM_HAAR, (start + k) & MASK) for k in range(6)]
+
+
+def test_raw_stream_rejects_negative_ranges():
+    with pytest.raises(ValueError, match="start"):
+        prng.raw_stream(0, 0, 3, start=-1)
+
+
 def test_rademacher_uses_top_bit():
     raw = prng.raw_stream(9, 1, 64)
     signs = prng.rademacher(9, 1, 64)

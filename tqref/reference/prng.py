@@ -71,11 +71,16 @@ def stream_key(seed: int, stream: int) -> np.uint64:
 def raw_stream(seed: int, stream: int, count: int, start: int = 0) -> np.ndarray:
     """Raw 64-bit outputs ``raw(seed, stream, i)`` for ``i in [start, start + count)``.
 
-    Returns uint64 array of shape (count,).
+    Indices are taken modulo 2**64, like every other quantity of the definition: ``start``
+    may be any integer ≥ 0 (index 2**64 + k is index k), and a range that crosses 2**64
+    wraps to 0. Returns uint64 array of shape (count,).
     """
+    if start < 0 or count < 0:
+        raise ValueError(f"start, count: expected integers >= 0, got start={start}, count={count}")
     key = stream_key(seed, stream)
-    idx = np.arange(start, start + count, dtype=np.uint64)
+    first = np.uint64(start % 2**64)
     with np.errstate(over="ignore"):
+        idx = first + np.arange(count, dtype=np.uint64)  # wraps modulo 2**64
         return _mix64(key + GOLDEN * (idx + np.uint64(1)))
 
 
