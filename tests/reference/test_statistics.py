@@ -134,7 +134,7 @@ def test_prod_variance_against_paper(bits):
 
 
 def test_debiased_mse_has_a_fraction_of_prods_variance():
-    """design.md §5: at 3 bits, d = 128, debiased mse ≈ 0.035/d vs prod ≈ 0.18/d."""
+    """docs/algorithm.md §9: at 3 bits, d = 128, debiased mse ≈ 0.035/d vs prod ≈ 0.18/d."""
     d, n = 128, 3000
     x = gaussian_rows(n, d, 40)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

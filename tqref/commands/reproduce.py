@@ -4,7 +4,7 @@ For b = 1..4 bits at dimension d it measures, on random unit vectors and unit qu
 
 * D_mse = E‖x − x̃‖² of TurboQuant_mse beside the Lloyd–Max optimum d·C(f, b), the paper's
   refined values and Theorems 1 and 3's bounds 4^-b ≤ D_mse ≤ (√3·π/2)·4^-b;
-* d·D_prod = d·E(⟨y, x⟩ − estimate)² for the four estimators of design.md §5 — mse plain,
+* d·D_prod = d·E(⟨y, x⟩ − estimate)² for the four estimators of docs/algorithm.md §9 — mse plain,
   mse debiased, prod with Gaussian S, prod with orthogonal S — beside the paper's refined
   values and the bounds 4^-b ≤ d·D_prod ≤ √3·π²·4^-b. (prod spends b − 1 bits on its mse
   stage and one on QJL, so every column uses b bits per coordinate.)

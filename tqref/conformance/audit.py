@@ -14,7 +14,7 @@ tqref's own.
 
 Data: x ~ N(0, I_dim) in float32 (numpy default_rng(data_seed)); queries q = 0.8·x + 0.6·g
 with fresh g ~ N(0, I) (truth ≈ 0.8·dim, so multiplicative bias is visible — mean error over
-independent pairs cannot see it, design.md §5). The implementation is instantiated with
+independent pairs cannot see it, docs/audits.md). The implementation is instantiated with
 ``instances`` seeds and the samples are split among them, so the estimates average over the
 implementation's own randomness as the paper's expectations do.
 

@@ -389,7 +389,7 @@ def shrinkage(codebook: Codebook) -> float:
 
     For a Lloyd–Max codebook of the exact law α = 1 − D (the centroid condition); for the
     Gaussian codebook used at finite d it differs slightly, so it is computed, not assumed.
-    Dividing the mse inner-product estimate by α debiases it (design.md §5).
+    Dividing the mse inner-product estimate by α debiases it (docs/algorithm.md §9 "estimators").
     """
     law = _BetaLaw(codebook.dim)
     half = codebook.centroids[len(codebook.centroids) // 2 :]

@@ -1,4 +1,4 @@
-"""Inner-product estimators for an unquantized query against quantized vectors (design.md §5).
+"""Inner-product estimators for an unquantized query against quantized vectors (docs/algorithm.md §9).
 
 For query q (m, d) and n quantized vectors, each estimator rotates the query once
 (q_rot = Π q) and works in the rotated domain, where ⟨q, x⟩ = ‖x‖ ⟨q_rot, y⟩:
@@ -6,7 +6,8 @@ For query q (m, d) and n quantized vectors, each estimator rotates the query onc
 * mse, plain:      ‖x‖ · ⟨q_rot, ŷ⟩ — biased: E = α ⟨q, x⟩ with α = codebook.shrinkage
   (≈ 1 − D_mse; 0.64, 0.88, 0.97, 0.99 for b = 1..4 at d = 128).
 * mse, debiased:   the plain estimate divided by α. Unbiased (for Haar Π) without spending
-  a bit; at equal bits its variance is about a fifth of prod's (design.md §5).
+  a bit; at equal bits its variance is about a fifth of prod's (`tqref reproduce` measures
+  it; docs/algorithm.md §9).
 * prod (Algorithm 2): ‖x‖ · (⟨q_rot, ŷ⟩ + κ γ ⟨S q_rot, z⟩) — unbiased over S.
 
 The sums here are float outputs: matmuls, compared across backends with a tolerance

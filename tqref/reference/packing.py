@@ -1,4 +1,4 @@
-"""Bit packing of b-bit indices and of sign bits (design.md §2; docs/formats.md).
+"""Bit packing of b-bit indices and of sign bits (docs/formats.md; docs/compatibility.md "Packing").
 
 Layout: one LSB-first, little-endian bit stream. Index j occupies bits [b·j, b·j + b) of the
 byte string read as one little-endian integer; bit k of the stream is bit (k mod 8) of byte

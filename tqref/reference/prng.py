@@ -5,7 +5,7 @@ projections) is derived from this one integer generator, so a port in any langua
 reproduce it from the description below. All arithmetic is on unsigned 64-bit integers
 modulo 2**64.
 
-Definition (design.md §4; docs/compatibility.md "PRNG")::
+Definition (docs/compatibility.md "PRNG"; docs/algorithm.md §1)::
 
     GOLDEN = 0x9E3779B97F4A7C15
     mix64(z):  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9

@@ -1,4 +1,4 @@
-"""Written-order float32 reductions (design.md §3; docs/compatibility.md "Reductions").
+"""Written-order float32 reductions (docs/compatibility.md "Reductions").
 
 Every sum whose result feeds a quantization decision (a vector norm, a residual norm, a QJL
 projection, a Haar rotation) is computed in this one order, so that NumPy, Numba, CUDA and

@@ -1,4 +1,4 @@
-"""Random rotations Π (paper Algorithm 1, line 1; design.md §3).
+"""Random rotations Π (paper Algorithm 1, line 1; docs/compatibility.md "Hadamard rotation", "Haar rotation").
 
 Two kinds, both defined for every dimension d ≥ 2:
 

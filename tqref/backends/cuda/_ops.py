@@ -6,7 +6,7 @@ with identical results, because the simulator implements neither libdevice nor w
 shuffles. The kernels call only these names for (a) normative float arithmetic and (b)
 cross-lane communication, so one kernel text runs in both places.
 
-Float policy (design.md §3, docs/backends.md "CUDA"):
+Float policy (docs/compatibility.md "Policy", docs/backends.md "CUDA"):
 
 * ``fadd``, ``fsub``, ``fmul``, ``fdiv``, ``fsqrt`` are IEEE float32 operations, correctly
   rounded to nearest-even. On the GPU they are ``__nv_fadd_rn`` etc., which compile to
