@@ -325,16 +325,17 @@ def _unpack_words(bits):
     @_primitive(_is_tile, types.intp, _array_of(types.uint64), _is_tile)
     def fn(builder, buf, j0, word, table):
         """buf[j0 + k, l] = table[(word[l] >> bits·k) & (2^bits − 1)] for k < 8: a binary
-        tree of selects on the index bits (no gather). buf needs j0 + 8 rows."""
-        i64v = ir.VectorType(ir.IntType(64), TILE)
-        wv = word.load(0, i64v)
+        tree of selects on the index bits (no gather). buf needs j0 + 8 rows. The 8 fields
+        (8·bits ≤ 32 bits) are tested in 32-bit lanes: one AND and one compare per bit."""
+        i32v = ir.VectorType(ir.IntType(32), TILE)
+        wv = builder.trunc(word.load(0, ir.VectorType(ir.IntType(64), TILE)), i32v)
         consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
-        one = ir.Constant(i64v, [1] * TILE)
+        zero = ir.Constant(i32v, [0] * TILE)
         for k in range(8):
             level = consts
             for bit in range(bits):
-                sh = ir.Constant(i64v, [bits * k + bit] * TILE)
-                flag = builder.trunc(builder.and_(builder.lshr(wv, sh), one), ir.VectorType(ir.IntType(1), TILE))
+                mask = ir.Constant(i32v, [1 << (bits * k + bit)] * TILE)
+                flag = builder.icmp_unsigned("!=", builder.and_(wv, mask), zero)
                 level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
             buf.store(builder.add(j0, ir.Constant(j0.type, k)), level[0])
 
@@ -345,3 +346,52 @@ unpack_words_1 = _unpack_words(1)
 unpack_words_2 = _unpack_words(2)
 unpack_words_3 = _unpack_words(3)
 unpack_words_4 = _unpack_words(4)
+
+
+def _dot_rows(n):
+    @_primitive(_is_tile, types.intp, _is_matrix, types.intp, _is_tile, types.intp)
+    def dot(builder, out, r, q, qr, tile, d):
+        """out[r + k, :] = Σ_j q[qr + k, j] · tile[j, :] for k < n (j increasing from +0.0,
+        each product rounded, then each sum): n rows of scores against one decoded tile,
+        the n accumulators held in registers for the whole sum."""
+        zero = ir.Constant(_VEC, [0.0] * TILE)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(n)]
+        with cgutils.for_range(builder, d) as loop:
+            j = loop.index
+            v = tile.load(j)
+            for k in range(n):
+                qk = builder.load(q.ptr(builder.add(qr, ir.Constant(qr.type, k)), j))
+                acc = builder.load(accs[k])
+                builder.store(builder.fadd(acc, builder.fmul(_splat(builder, qk), v)), accs[k])
+        for k in range(n):
+            out.store(builder.add(r, ir.Constant(r.type, k)), builder.load(accs[k]))
+
+    dot.__name__ = f"dot_rows{n}"
+    return dot
+
+
+dot_rows1 = _dot_rows(1)
+dot_rows4 = _dot_rows(4)
+
+
+def _acc_rows(n):
+    @_primitive(_is_tile, types.intp, types.intp, _is_tile, types.intp, _is_tile, types.intp)
+    def accumulate(builder, acc, a0, stride, tile, d, lanes, lr):
+        """acc[a0 + k·stride + j, :] += tile[j, :] · lanes[lr + k, :] for j < d, k < n (product
+        rounded, then the sum): n rows' weighted values from one decoded tile, each tile
+        row loaded once for the n rows."""
+        w = [lanes.load(builder.add(lr, ir.Constant(lr.type, k))) for k in range(n)]
+        with cgutils.for_range(builder, d) as loop:
+            j = loop.index
+            v = tile.load(j)
+            for k in range(n):
+                row = builder.add(builder.add(a0, builder.mul(stride, ir.Constant(a0.type, k))), j)
+                qa = acc.ptr(row)
+                _vstore(builder, builder.fadd(_vload(builder, qa), builder.fmul(v, w[k])), qa)
+
+    accumulate.__name__ = f"acc_rows{n}"
+    return accumulate
+
+
+acc_rows1 = _acc_rows(1)
+acc_rows4 = _acc_rows(4)

@@ -1,11 +1,26 @@
-"""Attention over the compressed KV cache (mirrors tqref.reference.attention.attend).
+"""Attention over the compressed KV cache, flash-decoding style (mirrors
+tqref.reference.attention.attend; float output, compared with a tolerance).
 
-One work item per (batch, attention head, query position), spread with ``prange``: build
-the query's lookup tables (estimators.py), score the visible keys from their packed codes,
-softmax in float32 exactly as the reference writes it (scale, max-subtract, exp, divide by
-the sum), then accumulate ‖v_t‖·w_t·c_v[idx] from the packed value codes, 16 tokens at a
-time (decoded into a tile by _tile.unpack_tile, one lane-vector multiply-add per row). Neither
-keys nor values are ever dequantized. Float output: compared with a tolerance.
+Work item = (batch b, kv head h, block of query positions, split of the tokens). The block's
+rows are every query head of h's GQA group at ``rows_q`` consecutive query positions, so a
+key or value code is decoded **once per group** and used by all of its rows:
+
+1. keys, 16 tokens per tile: the packed codes become a (d, 16) tile of centroids
+   (_tile.unpack_tile); each row's 16 scores are Σ_j q_j · tile[j, :] (one lane-vector
+   multiply-add per coordinate, j in index order), prod keys add κ γ ⟨S q, z⟩ from the sign
+   tile the same way; logit = (s · ‖k‖) · scale; keys outside a row's visible range
+   (``start``, causal, ``lag``) are −inf;
+2. per chunk of ``CHUNK`` tokens and row: chunk max, p = exp(logit − max), and the running
+   (max m, sum l, accumulator) of the split is rescaled by exp(m_old − m_new) when the max
+   grows (online softmax);
+3. values, 16 tokens per tile: acc[j, :] += tile_v[j, :] · (p · ‖v‖) (lane vectors; the 16
+   lanes are summed when the split ends).
+
+Each item writes (m, l, Σ p ‖v‖ c_v) for its rows; :func:`merge_splits` combines the splits
+exactly (out = Σ_s e^{m_s − M} acc_s / Σ_s e^{m_s − M} l_s, lse = M + log Σ_s e^{m_s − M} l_s),
+the combination of reference.attention.merge_partials. Tiles beyond every row's causal range
+are skipped, so causal prefill does about half the work of the full score matrix. Neither
+keys nor values are ever dequantized.
 """
 
 from __future__ import annotations
@@ -15,98 +30,181 @@ from numba import prange
 
 from . import _simd as S
 from . import _tile as T
-from ._jit import TILE, kernel
-from .estimators import fill_table, scan_key, scan_keys4
+from ._jit import TILE, jit, kernel
 
 _F32 = np.float32
 L = TILE
+#: tokens whose logits are held at once per row (scores buffer rows × CHUNK)
+CHUNK = 256
+
+
+@jit
+def _dot(out, o0, q, tile, nr, d):
+    """out[o0 + r, :] = Σ_j q[r, j] · tile[j, :] for r < nr (four rows at a time in registers)."""
+    r = 0
+    while r + 4 <= nr:
+        S.dot_rows4(out, o0 + r, q, r, tile, d)
+        r += 4
+    while r < nr:
+        S.dot_rows1(out, o0 + r, q, r, tile, d)
+        r += 1
 
 
 @kernel
-def attend_kernel(q_rot, q_proj, key_idx, key_norms, key_signs, key_gammas, val_idx, val_norms,
-                  key_table, key_bits, key_p, val_table, val_bits, kappa, prod_mode,
-                  scale, value_scale, group_size, causal, start, lag, key_fields, key_entries, sign_fields,
-                  out, lse, nchunks):
-    nb, na, lq, d = q_rot.shape
-    t_len = key_idx.shape[2]
-    nbk = key_idx.shape[3]
-    nbs = key_signs.shape[3]
-    items = nb * na * lq
+def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_idx, val_norms,
+                  key_table, key_bits, val_table, val_bits, kappa, prod_mode, scale,
+                  causal, start, lag, rows_q, splits, split_len, m_out, l_out, acc_out, nchunks):
+    """q, qp: float32 (B, H, Lq, G, d) (qp = S q for prod keys, else unused); codes as
+    ReferenceBackend.attend, C-contiguous, positions ≥ t_len on axis 2 never read. Writes, per (b, h, split, i, g): m_out, l_out float32
+    (B, H, splits, Lq, G) and acc_out float32 (B, H, splits, Lq, G, d)."""
+    nb, nh, lq, grp, d = q.shape
+    nblocks = (lq + rows_q - 1) // rows_q
+    items = nb * nh * nblocks * splits
+    rmax = rows_q * grp
+    pad = (d + 7) // 8 * 8
     pm = np.empty(2, _F32)
     pm[0] = -1.0
     pm[1] = 1.0
     for c in prange(nchunks):
-        lut = np.empty((key_fields, key_entries), _F32)
-        slut = np.empty((sign_fields, 256), _F32)
-        scores = np.empty(t_len, _F32)
-        acc = np.empty(d, _F32)
-        s4 = np.empty(4, _F32)
-        c4 = np.empty(4, _F32)
-        acc16 = np.empty((d, L), _F32)
-        vbuf = np.empty(((d + 7) // 8 * 8, L), _F32)
+        ktile = np.empty((pad, L), _F32)
+        ztile = np.empty((pad, L), _F32)
+        vtile = np.empty((pad, L), _F32)
         rowbuf = np.empty((L, d), _F32)
-        lanes = np.empty(L, _F32)
         word = np.empty(L, np.uint64)
-        for item in range(c * items // nchunks, (c + 1) * items // nchunks):
-            b = item // (na * lq)
-            a = (item // lq) % na
-            i = item % lq
-            h = a // group_size
-            visible = t_len
-            if causal:
-                visible = min(t_len, t_len - lq + i + 1 - lag)
-            if visible <= start:
+        qloc = np.empty((rmax, d), _F32)
+        qploc = np.empty((rmax, d), _F32)
+        z16 = np.empty((rmax, L), _F32)
+        knl = np.empty(L, _F32)
+        kgl = np.empty(L, _F32)
+        vnl = np.empty(L, _F32)
+        sc = np.empty((CHUNK // L * rmax, L), _F32)  # row k·rmax + r: tile k of the chunk, row r
+        acc16 = np.empty((rmax * d, L), _F32)  # row r·d + j: lanes of coordinate j of row r
+        m = np.empty(rmax, _F32)
+        lsum = np.empty(rmax, _F32)
+        hi = np.empty(rmax, np.int64)
+        for item in range(c, items, nchunks):  # strided: causal items of unequal work mix
+            s = item % splits
+            rest = item // splits
+            blk = rest % nblocks
+            rest //= nblocks
+            h = rest % nh
+            b = rest // nh
+            i0 = blk * rows_q
+            nr = (min(lq, i0 + rows_q) - i0) * grp
+            t_lo = start + s * split_len
+            t_hi = min(t_len, t_lo + split_len)
+            block_hi = t_lo
+            for r in range(nr):
+                i = i0 + r // grp
+                g = r % grp
+                top = t_len
+                if causal:
+                    top = min(t_len, t_len - lq + i + 1 - lag)
+                hi[r] = min(t_hi, top)
+                block_hi = max(block_hi, hi[r])
+                m[r] = -np.inf
+                lsum[r] = 0.0
                 for j in range(d):
-                    out[b, a, i, j] = np.float32(0.0)
-                lse[b, a, i] = np.float32(-np.inf)
-                continue
-            fill_table(q_rot[b, a, i], key_table, key_bits, key_p, lut)
-            if prod_mode:
-                fill_table(q_proj[b, a, i], pm, 1, 8, slut)
+                    qloc[r, j] = q[b, h, i, g, j]
+                    if prod_mode:
+                        qploc[r, j] = qp[b, h, i, g, j]
+            acc16[: nr * d] = 0.0
             kidx = key_idx[b, h]
             ksgn = key_signs[b, h]
-            peak = np.float32(-np.inf)
-            t = start
-            while t < visible:
-                k = 4 if t + 4 <= visible else 1
-                if k == 4:
-                    scan_keys4(lut, kidx, t, key_bits, key_p, nbk, s4)
-                    if prod_mode:
-                        scan_keys4(slut, ksgn, t, 1, 8, nbs, c4)
-                else:
-                    s4[0] = scan_key(lut, kidx, t, key_bits, key_p, nbk)
-                    if prod_mode:
-                        c4[0] = scan_key(slut, ksgn, t, 1, 8, nbs)
-                for u in range(k):
-                    s = s4[u]
-                    if prod_mode:
-                        s = s + c4[u] * (kappa * key_gammas[b, h, t + u])
-                    logit = (s * key_norms[b, h, t + u]) * scale
-                    scores[t + u] = logit
-                    if logit > peak:
-                        peak = logit
-                t += k
-            total = np.float32(0.0)
-            for t in range(start, visible):
-                e = np.exp(scores[t] - peak)
-                scores[t] = e
-                total += e
-            # values, 16 tokens per tile: acc16[j, l] += (w_t · ‖v_t‖) · c_v[idx_tj]
-            acc16[:, :] = np.float32(0.0)
             vidx = val_idx[b, h]
+            kn = key_norms[b, h]
+            kg = key_gammas[b, h]
             vn = val_norms[b, h]
-            for t0 in range(start, visible, L):
-                cnt = min(L, visible - t0)
-                for u in range(L):
-                    lanes[u] = (scores[t0 + u] / total) * vn[t0 + u] if u < cnt else np.float32(0.0)
-                T.unpack_tile(vidx, t0, cnt, val_bits, d, val_table, vbuf, rowbuf, word)
+            for c0 in range(t_lo, block_hi, CHUNK):
+                c1 = min(block_hi, c0 + CHUNK)
+                # 1. logits of the chunk, one key tile shared by every row
+                for t0 in range(c0, c1, L):
+                    cnt = min(L, c1 - t0)
+                    base = (t0 - c0) // L * rmax
+                    T.unpack_tile(kidx, t0, cnt, key_bits, d, key_table, ktile, rowbuf, word)
+                    _dot(sc, base, qloc, ktile, nr, d)
+                    for u in range(L):
+                        knl[u] = kn[t0 + u] if u < cnt else np.float32(0.0)
+                    if prod_mode:
+                        T.unpack_tile(ksgn, t0, cnt, 1, d, pm, ztile, rowbuf, word)
+                        _dot(z16, 0, qploc, ztile, nr, d)
+                        for u in range(L):
+                            kgl[u] = kappa * kg[t0 + u] if u < cnt else np.float32(0.0)
+                    for r in range(nr):
+                        row = base + r
+                        if prod_mode:
+                            S.acc_mul_lanes(sc, row, z16, r, kgl)  # s + ⟨S q, z⟩ · (κ γ)
+                        S.row_mul_lanes(sc, row, knl)  # · ‖k‖
+                        S.row_mul_scalar(sc, row, scale)
+                        if hi[r] < t0 + L:  # keys past the row's range (and lanes past c1)
+                            for u in range(max(0, hi[r] - t0), L):
+                                sc[row, u] = -np.inf
+                # 2. online softmax: chunk max, exponentials, rescale of the running sums
+                ntiles = (c1 - c0 + L - 1) // L
+                for r in range(nr):
+                    cmax = np.float32(-np.inf)
+                    for k in range(ntiles):
+                        for u in range(L):
+                            x = sc[k * rmax + r, u]
+                            cmax = x if x > cmax else cmax
+                    if cmax > m[r]:
+                        if m[r] > -np.inf:
+                            f = np.exp(m[r] - cmax)
+                            lsum[r] *= f
+                            for j in range(r * d, (r + 1) * d):
+                                S.row_mul_scalar(acc16, j, f)
+                        m[r] = cmax
+                    mr = m[r]
+                    tot = np.float32(0.0)
+                    if mr > -np.inf:
+                        for k in range(ntiles):
+                            for u in range(L):
+                                e = np.exp(sc[k * rmax + r, u] - mr)  # exp(−inf) = 0: masked keys
+                                sc[k * rmax + r, u] = e
+                                tot += e
+                    else:
+                        for k in range(ntiles):
+                            sc[k * rmax + r] = 0.0
+                    lsum[r] += tot
+                # 3. values, one value tile shared by every row: acc += c_v · (p · ‖v‖)
+                for t0 in range(c0, c1, L):
+                    cnt = min(L, c1 - t0)
+                    base = (t0 - c0) // L * rmax
+                    T.unpack_tile(vidx, t0, cnt, val_bits, d, val_table, vtile, rowbuf, word)
+                    for u in range(L):
+                        vnl[u] = vn[t0 + u] if u < cnt else np.float32(0.0)
+                    for r in range(nr):
+                        S.row_mul_lanes(sc, base + r, vnl)
+                    r = 0
+                    while r + 4 <= nr:
+                        S.acc_rows4(acc16, r * d, d, vtile, d, sc, base + r)
+                        r += 4
+                    while r < nr:
+                        S.acc_rows1(acc16, r * d, d, vtile, d, sc, base + r)
+                        r += 1
+            for r in range(nr):
+                i = i0 + r // grp
+                g = r % grp
+                m_out[b, h, s, i, g] = m[r]
+                l_out[b, h, s, i, g] = lsum[r]
                 for j in range(d):
-                    S.acc_mul_lanes(acc16, j, vbuf, j, lanes)
-            for j in range(d):
-                s = np.float32(0.0)
-                for u in range(L):
-                    s += acc16[j, u]
-                acc[j] = s
-            for j in range(d):
-                out[b, a, i, j] = acc[j] * value_scale
-            lse[b, a, i] = peak + np.log(total)
+                    tot = np.float32(0.0)
+                    for u in range(L):
+                        tot += acc16[r * d + j, u]
+                    acc_out[b, h, s, i, g, j] = tot
+
+
+def merge_splits(m, lsum, acc, value_scale):
+    """Exact combination of the splits (axis 2): m, lsum (B, H, S, Lq, G), acc (..., d) ->
+    out float32 (B, H, Lq, G, d) (value_scale applied), lse float32 (B, H, Lq, G). A row no
+    split sees gets out 0 and lse −inf."""
+    peak = m.max(axis=2)
+    seen = peak > -np.inf
+    safe = np.where(seen, peak, _F32(0.0))
+    f = np.exp(m - safe[:, :, None])  # exp(−inf) = 0 for splits a row does not see
+    den = np.sum(f * lsum, axis=2)
+    num = np.sum(f[..., None] * acc, axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(seen[..., None], num / den[..., None], _F32(0.0)) * _F32(value_scale)
+        lse = np.where(seen, safe + np.log(den), _F32(-np.inf))
+    return out.astype(_F32, copy=False), lse.astype(_F32, copy=False)

@@ -32,6 +32,19 @@ def _out(out, shape) -> np.ndarray:
     return out
 
 
+def _prefix(a, dtype):
+    """(C-contiguous array, length of axis 2): a view ``base[:, :, :n]`` of a C-contiguous
+    array (the cache's used part of its storage) gives ``base`` itself and n — the kernels
+    read positions < n only, and nothing is copied; anything else is made contiguous."""
+    base = a.base
+    if (isinstance(base, np.ndarray) and base.dtype == dtype and a.dtype == dtype and base.flags.c_contiguous
+            and base.ndim == a.ndim >= 3 and base.shape[:2] == a.shape[:2] and base.shape[3:] == a.shape[3:]
+            and base.shape[2] >= a.shape[2] and a.strides == base.strides
+            and a.__array_interface__["data"][0] == base.__array_interface__["data"][0]):
+        return base, a.shape[2]
+    return np.ascontiguousarray(a, dtype=dtype), a.shape[2]
+
+
 class NumbaBackend:
     """Numba CPU kernels. ``parallel=False`` keeps every kernel on the calling thread (for
     callers that parallelise themselves, such as dask workers)."""
@@ -203,43 +216,57 @@ class NumbaBackend:
         return out
 
     # ------------------------------------------------------------------ KV cache
+    _ATTEND_ROWS = 8  # query rows (heads of a group × positions) sharing each decoded tile
+    _ATTEND_MIN_SPLIT = 512  # tokens: shortest split worth a separate work item
+
     def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
                key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,
                return_lse=False):
         """Softmax attention over a compressed KV cache in the rotated domain; the contract
         is :meth:`tqref.backends.reference.ReferenceBackend.attend`. Float32 (B, A, Lq, d)
         (and lse float32 (B, A, Lq) with ``return_lse``)."""
-        q_rot = _f32(q_rot)
-        key_indices, value_indices = _u8(key_indices), _u8(value_indices)
-        key_norms, value_norms = _f32(key_norms), _f32(value_norms)
-        kp, vp = kernel_plan(key_plan), kernel_plan(value_plan)
         nb, na, lq, d = q_rot.shape
         nh, t_len = key_indices.shape[1], key_indices.shape[2]
+        (key_indices, _), (value_indices, _) = _prefix(key_indices, np.uint8), _prefix(value_indices, np.uint8)
+        (key_norms, _), (value_norms, _) = _prefix(key_norms, _F32), _prefix(value_norms, _F32)
+        kp, vp = kernel_plan(key_plan), kernel_plan(value_plan)
+        g = int(group_size)
+        # rows of one kv head's group, ordered (query position, head in group)
+        q = _f32(np.swapaxes(np.asarray(q_rot, _F32).reshape(nb, nh, g, lq, d), 2, 3))
         prod_mode = key_signs is not None
         if prod_mode:
-            key_signs, key_gammas = _u8(key_signs), _f32(key_gammas)
-            flat = q_rot.reshape(-1, d)
+            (key_signs, _), (key_gammas, _) = _prefix(key_signs, np.uint8), _prefix(key_gammas, _F32)
+            flat = q.reshape(-1, d)
             q_proj = np.empty_like(flat)
             fn, chunks = self._launch(E.project_rows, flat.shape[0] * 64)
             fn(flat, kp.projection, q_proj, min(chunks, max(1, flat.shape[0])))
-            q_proj = q_proj.reshape(q_rot.shape)
+            q_proj = q_proj.reshape(q.shape)
         else:
-            key_signs = np.zeros((nb, nh, t_len, 1), np.uint8)
-            key_gammas = np.zeros((nb, nh, t_len), _F32)
-            q_proj = q_rot
-        key_p = E.field_width(kp.bits)
-        key_fields, key_entries = E.table_shape(d, kp.bits)
-        sign_fields = (d + 7) // 8
-        out = np.empty((nb, na, lq, d), _F32)
-        lse = np.empty((nb, na, lq), _F32)
-        items = nb * na * lq
-        work = items * max(1, t_len)
-        if self.parallel and work >= 4096 and items > 1:
-            fn, chunks = A.attend_kernel.parallel, min(items, 4 * num_threads())
+            key_signs = np.zeros((nb, nh, 1, 1), np.uint8)  # never read
+            key_gammas = np.zeros((nb, nh, 1), _F32)
+            q_proj = q
+        rows_q = max(1, self._ATTEND_ROWS // g)
+        blocks = nb * nh * -(-lq // rows_q)
+        span = max(0, t_len - int(start))
+        threads = num_threads() if self.parallel else 1
+        splits = 1
+        if threads > 1 and blocks < 4 * threads:
+            splits = max(1, min(-(-4 * threads // blocks), span // self._ATTEND_MIN_SPLIT))
+        per_split = -(-span // splits)
+        split_len = max(TILE, -(-per_split // TILE) * TILE)  # whole tiles
+        splits = max(1, -(-span // split_len))
+        items = blocks * splits
+        if threads > 1 and items > 1 and items * span * lq >= 1 << 14:
+            fn, chunks = A.attend_splits.parallel, min(items, 4 * threads)
         else:
-            fn, chunks = A.attend_kernel.serial, 1
-        fn(q_rot, q_proj, key_indices, key_norms, key_signs, key_gammas, value_indices, value_norms,
-           kp.centroids, kp.bits, key_p, vp.centroids, vp.bits, kp.qjl_scale, prod_mode,
-           _F32(scale), _F32(value_scale), int(group_size), bool(causal), int(start), int(lag), key_fields,
-           key_entries, sign_fields, out, lse, chunks)
+            fn, chunks = A.attend_splits.serial, 1
+        m = np.empty((nb, nh, splits, lq, g), _F32)
+        lsum = np.empty_like(m)
+        acc = np.empty((nb, nh, splits, lq, g, d), _F32)
+        fn(q, q_proj, t_len, key_indices, key_norms, key_signs, key_gammas, value_indices, value_norms,
+           kp.centroids, kp.bits, vp.centroids, vp.bits, kp.qjl_scale, prod_mode, _F32(scale), bool(causal),
+           int(start), int(lag), rows_q, splits, split_len, m, lsum, acc, chunks)
+        out, lse = A.merge_splits(m, lsum, acc, value_scale)
+        out = np.swapaxes(out, 2, 3).reshape(nb, na, lq, d)
+        lse = np.swapaxes(lse, 2, 3).reshape(nb, na, lq)
         return (out, lse) if return_lse else out
