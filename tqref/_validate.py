@@ -28,14 +28,31 @@ def first_bad_row(bad: np.ndarray):
     return np.unravel_index(flat, rows.shape) if rows.ndim else ()
 
 
-def as_float32_rows(name: str, x, dim: int) -> np.ndarray:
-    """Check a float array (..., dim) of finite values; return it as float32 (same shape)."""
+def float_rows(name: str, x, dim: int) -> np.ndarray:
+    """Check the metadata of a float array (..., dim) — dtype and last axis, not the values;
+    return it as an ndarray (not copied). Kernels that fuse the value check into their pass
+    over x call :func:`check_norms` on what they computed."""
     x = np.asarray(x)
     if x.dtype.type not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected dtype float16, float32 or float64, got {x.dtype}")
     if x.ndim == 0 or x.shape[-1] != dim:
         actual = "a scalar" if x.ndim == 0 else f"{x.shape[-1]} (shape {x.shape})"
         raise ValueError(f"{name}: expected last axis of length dim={dim}, got {actual}")
+    return x
+
+
+def check_norms(name: str, x, dim: int, norms) -> None:
+    """The value check of :func:`as_float32_rows`, fused: a NaN or ±inf coordinate (or a
+    float64 value beyond float32) makes the row's float32 norm non-finite, so x is scanned
+    again — for the precise error — only when some norm is. Finite rows whose norm
+    overflows pass here: the caller reports them (its own message)."""
+    if not np.isfinite(norms).all():
+        as_float32_rows(name, x, dim)
+
+
+def as_float32_rows(name: str, x, dim: int) -> np.ndarray:
+    """Check a float array (..., dim) of finite values; return it as float32 (same shape)."""
+    x = float_rows(name, x, dim)
     bad = ~np.isfinite(x)
     if bad.any():
         row = tuple(int(i) for i in first_bad_row(bad))
