@@ -142,6 +142,13 @@ class _Quantizer:
         x32 = v.as_float32_rows(name, x, self.dim)
         return x32.reshape(-1, self.dim), x32.shape[:-1]
 
+    def _raw_rows(self, x):
+        """x of any accepted float dtype as rows (n, dim), values unchecked (no pass over
+        them): the backend converts block by block, and :func:`_validate.check_norms` turns
+        a non-finite norm into the error a full check would have raised."""
+        x = v.float_rows("x", x, self.dim)
+        return x, x.reshape(-1, self.dim), x.shape[:-1]
+
     def _device(self, name: str):
         """The CUDA backend module for GPU-resident arrays (which never visit the host)."""
         if self.backend.name != "cuda":
@@ -217,8 +224,10 @@ class TurboQuantMSE(_Quantizer):
             packed, norms = dev.mse_quantize_device(x, self.plan)
             self._device_norms_finite(dev, norms)
             return MSECodes(packed, norms, self.config)
-        rows, lead = self._rows(x)
-        packed, norms = self.backend.mse_quantize(rows, self.plan)
+        x, rows, lead = self._raw_rows(x)
+        with np.errstate(all="ignore"):  # non-finite input shows in the norms
+            packed, norms = self.backend.mse_quantize(rows, self.plan)
+        v.check_norms("x", x, self.dim, norms)
         norms = _store_norms("norm", norms, self.config.norm_dtype)
         return MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.config)
 
@@ -272,8 +281,10 @@ class TurboQuantProd(_Quantizer):
             packed, norms, signs, gammas = dev.prod_quantize_device(x, self.plan)
             self._device_norms_finite(dev, norms)
             return ProdCodes(MSECodes(packed, norms, self.mse_config), signs, gammas, self.config)
-        rows, lead = self._rows(x)
-        packed, norms, signs, gammas = self.backend.prod_quantize(rows, self.plan)
+        x, rows, lead = self._raw_rows(x)
+        with np.errstate(all="ignore"):  # non-finite input shows in the norms
+            packed, norms, signs, gammas = self.backend.prod_quantize(rows, self.plan)
+        v.check_norms("x", x, self.dim, norms)
         norms = _store_norms("norm", norms, self.config.norm_dtype)
         gammas = _store_norms("residual norm", gammas, self.config.norm_dtype)
         mse_codes = MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.mse_config)
