@@ -24,12 +24,10 @@ from . import backends
 from .reference import codebook as cb
 from .reference import packing, qjl
 from .reference.rotation import ROTATIONS
-from .reference.plan import NORM_DTYPES, Config, make_plan
+from .reference.plan import NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
 
 MSE_BITS = (1, 8)
 PROD_BITS = (2, 9)
-FLOAT16_MAX = float(np.finfo(np.float16).max)
-FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # smallest normal float16, 6.1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,21 +79,12 @@ class ProdCodes:
 
 
 def _store_norms(name: str, norms: np.ndarray, norm_dtype: str) -> np.ndarray:
-    """float32 norms -> stored dtype; reject values the dtype cannot hold (nothing silently lost)."""
-    if not np.all(np.isfinite(norms)):
-        row = tuple(int(i) for i in np.argwhere(~np.isfinite(norms))[0])
-        raise ValueError(f"x: expected vectors whose {name} fits float32, got an overflow at row {row}")
-    if norm_dtype == "float16":
-        too_big = norms > FLOAT16_MAX
-        lost = (norms > 0) & (norms < FLOAT16_TINY)  # subnormal or zero: precision lost
-        if too_big.any() or lost.any():
-            bad = too_big | lost
-            row = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"x: expected {name}s in float16's normal range [{FLOAT16_TINY:.3g}, {FLOAT16_MAX:.0f}] "
-                f"(norm_dtype='float16'), got "
-                f"{float(norms[row]):.6g} at row {row}; use norm_dtype='float32'"
-            )
+    """float32 norms -> stored dtype; reject values the dtype cannot hold (plan.unstorable_norms)."""
+    bad = unstorable_norms(norms, norm_dtype)
+    if bad.any():
+        row = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"x: expected vectors whose {name} is {norm_rule(norm_dtype)}, got "
+                         f"{float(norms[row]):.6g} at row {row}")
     return norms.astype(np.dtype(norm_dtype))
 
 

@@ -33,7 +33,7 @@ BAD = [
     (_with(K.astype(np.float64), (0, 0, 0, 0), 1e39), V, r"k: expected values within float32 range"),
     (K.astype(np.float16), _with(V.astype(np.float16), (1, 1, 1, 1), np.inf),
      r"v: expected finite values, got NaN or inf in row \(1, 1, 1\)"),
-    (np.full(K.shape, 3e38, np.float32), V, r"k: expected vectors whose norm fits float32, got inf"),
+    (np.full(K.shape, 3e38, np.float32), V, r"k: expected vectors whose norm is finite in float32, got inf"),
 ]
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import tqref
 from tqref.reference.cache import KVCache
+from tqref.reference.plan import FLOAT16_MAX, FLOAT16_NORMAL_MIN
 
 from cache_helpers import assert_same_state, snapshot
 
@@ -56,7 +58,7 @@ BAD_APPENDS = [
     (1, _with(K, (1, 0, 2, 3), np.nan), V, r"k: expected finite values, got NaN or inf in row \(1, 0, 2\)"),
     (1, K, _with(V, (0, 1, 0, 0), np.inf), r"v: expected finite values, got NaN or inf in row \(0, 1, 0\)"),
     (1, _with(K.astype(np.float64), (0, 0, 0, 0), 1e39), V, r"k: expected values within float32 range"),
-    (1, np.full(K.shape, 3e38, np.float32), V, r"k: expected vectors whose norm fits float32, got inf"),
+    (1, np.full(K.shape, 3e38, np.float32), V, r"k: expected vectors whose norm is finite in float32, got inf"),
     (1, K, V[:, :, :2], r"v: expected the shape of k \(2, 2, 3, 16\), got \(2, 2, 2, 16\)"),
     (1, _kv(batch=3)[0], _kv(batch=3)[1], r"k: expected batch=2 \(the cache's batch size\), got 3"),
     (1, _kv(seq=0)[0], _kv(seq=0)[1], r"k: expected batch >= 1 and seq >= 1"),
@@ -127,14 +129,38 @@ def test_float16_norms_out_of_range_are_rejected():
     cache = _filled(norm_dtype="float16")
     before = snapshot(cache)
     big = np.full((B, H, 1, D), 20000.0, np.float32)  # norm 80000 > float16 max
-    with pytest.raises(ValueError, match=r"k: expected vectors whose norm is representable in float16"):
+    with pytest.raises(ValueError, match=r"k: expected vectors whose norm is 0 or in float16's normal range"):
         cache.append(0, big, big[..., :] * 0)
-    with pytest.raises(ValueError, match=r"v: expected vectors whose norm is representable in float16"):
+    with pytest.raises(ValueError, match=r"v: expected vectors whose norm is 0 or in float16's normal range"):
         cache.append(0, big * 0, big)
     tiny = np.full((B, H, 1, D), 1e-9, np.float32)  # nonzero norm that float16 rounds to 0
     with pytest.raises(ValueError, match=r"k: .*float16"):
         cache.append(0, tiny, tiny * 0)
     assert_same_state(before, snapshot(cache))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_one_float16_norm_rule_for_quantizers_and_the_cache(backend):
+    """plan.unstorable_norms is the one rule: a norm exactly at float16's smallest normal is
+    stored, the float32 just below it is refused, in TurboQuantMSE and KVCache alike."""
+    edge = np.float32(FLOAT16_NORMAL_MIN)
+    below = np.nextafter(edge, np.float32(0))
+    one_hot = np.zeros((B, H, 1, D), np.float32)
+    q = tqref.TurboQuantMSE(D, 3, norm_dtype="float16", backend=backend)
+    cache = KVCache(1, H, D, key_bits=3, value_bits=3, norm_dtype="float16", backend=backend)
+    for norm, ok in ((edge, True), (below, False), (np.float32(FLOAT16_MAX), True),
+                     (np.nextafter(np.float32(FLOAT16_MAX), np.float32(np.inf)), False)):
+        x = one_hot.copy()
+        x[..., 0] = norm
+        if ok:
+            assert q.quantize(x[0, 0]).norms[0] == np.float16(norm)
+            cache.append(0, x, x)
+        else:
+            with pytest.raises(ValueError, match=r"float16's normal range"):
+                q.quantize(x[0, 0])
+            with pytest.raises(ValueError, match=r"k: expected vectors whose norm is 0 or in float16's normal range"):
+                cache.append(0, x, one_hot)
+    assert cache.seq_len(0) == 2
 
 
 def test_zero_vectors_are_fine():

@@ -54,14 +54,13 @@ from .. import _validate as v
 from .. import backends
 from . import attention, codebook as cb, estimators, packing, qjl
 from . import rotation as rot
-from .plan import NORM_DTYPES, Config, make_plan
+from .plan import NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
 
 MODES = ("mse", "prod")
 #: growth rule: new capacity = needed + max(needed // GROWTH_DIVISOR, GROWTH_MIN)
 GROWTH_MIN = 128
 GROWTH_DIVISOR = 4
 _F32 = np.float32
-_F16_MAX = float(np.finfo(np.float16).max)
 
 
 class DequantResult(NamedTuple):
@@ -251,16 +250,11 @@ class KVCache:
     # ------------------------------------------------------------------ quantization
     def _store_norms(self, name: str, what: str, norms: np.ndarray) -> np.ndarray:
         """float32 (B, H, S) -> stored dtype, rejecting values the dtype cannot hold."""
-        bad = ~np.isfinite(norms)
-        reason = "fits float32"
-        if self.norm_dtype == np.float16:
-            with np.errstate(over="ignore"):
-                bad |= (norms > _F16_MAX) | ((norms > 0) & (norms.astype(np.float16) == 0))
-            reason = "is representable in float16 (norm_dtype='float16')"
+        bad = unstorable_norms(norms, self.norm_dtype.name)
         if bad.any():
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{name}: expected vectors whose {what} {reason}, got {float(norms[pos]):.6g} at "
-                             f"(batch, head, position) {pos}")
+            raise ValueError(f"{name}: expected vectors whose {what} is {norm_rule(self.norm_dtype.name)}, got "
+                             f"{float(norms[pos]):.6g} at (batch, head, position) {pos}")
         return norms.astype(self.norm_dtype)
 
     def _quantize(self, k: np.ndarray, v_: np.ndarray) -> dict:

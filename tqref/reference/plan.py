@@ -17,6 +17,34 @@ from . import codebook as cb
 from . import qjl, rotation
 
 NORM_DTYPES = ("float32", "float16")
+#: float16 storage keeps a norm (or γ) only inside float16's normal range, or exactly 0:
+#: a subnormal float16 loses relative precision (a 1e-6 norm keeps 4 bits) and above the
+#: maximum it overflows (docs/decisions.md (f)). The one definition, used by the quantizers,
+#: KVCache and everything built on them.
+FLOAT16_NORMAL_MIN = float(np.finfo(np.float16).tiny)  # 6.1035e-05
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def unstorable_norms(norms: np.ndarray, norm_dtype: str) -> np.ndarray:
+    """Boolean mask (same shape) of float32 ``norms`` that ``norm_dtype`` cannot store.
+
+    "float32": non-finite values (a norm that overflowed). "float16": also every value
+    outside [FLOAT16_NORMAL_MIN, FLOAT16_MAX] other than 0 (the float32 value is judged, so
+    65519, which would round to 65504, is refused too).
+    """
+    norms = np.asarray(norms)
+    bad = ~np.isfinite(norms)
+    if norm_dtype == "float16":
+        bad |= (norms > FLOAT16_MAX) | ((norms != 0) & (np.abs(norms) < FLOAT16_NORMAL_MIN))
+    return bad
+
+
+def norm_rule(norm_dtype: str) -> str:
+    """The storage rule in words, for error messages."""
+    if norm_dtype == "float16":
+        return (f"0 or in float16's normal range [{FLOAT16_NORMAL_MIN:.3g}, {FLOAT16_MAX:.0f}] "
+                "(norm_dtype='float16'; use norm_dtype='float32' for others)")
+    return "finite in float32"
 
 
 @dataclasses.dataclass(frozen=True)
