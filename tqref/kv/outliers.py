@@ -24,7 +24,7 @@ bit/coordinate, so the same split is 2.75 and 3.75 bits.
 * ``"per-token"`` — each vector's own ``count`` channels of largest |x| (ties: the lower
   channel). The choice must be stored with the vector: a d-bit mask, 1 bit per coordinate
   (cheaper than count·⌈log2 d⌉ bits whenever count > d/⌈log2 d⌉; the information-theoretic
-  floor log2 C(d, count) is 0.79 bit/coordinate at 32 of 128). The query must then be split
+  floor log2 C(d, count) is 0.78 bit/coordinate at 32 of 128). The query must then be split
   per key, so attention over per-token splits reconstructs each key (there is no per-head
   query rotation to share).
 
