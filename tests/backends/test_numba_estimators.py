@@ -135,3 +135,34 @@ def test_attend_partial_range_and_lse_match_reference(start, lag, causal):
     finite = np.isfinite(want_lse)
     np.testing.assert_allclose(got_lse[finite], want_lse[finite], rtol=1e-5, atol=1e-5)
     assert np.max(np.abs(want - got)) <= 1e-4 * max(1e-30, np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("kind, G, Lq, T, start, lag, causal", [
+    ("mse", 4, 1, 2100, 0, 0, True),  # decode: several token splits merged
+    ("prod", 2, 1, 1500, 37, 0, False),  # splits starting after `start`
+    ("mse", 2, 45, 700, 0, 0, True),  # prefill: several row blocks, the last one partial
+    ("prod", 3, 20, 1200, 5, 3, True),  # prefill + start + lag + splits
+])
+def test_attend_splits_and_row_blocks_match_reference(kind, G, Lq, T, start, lag, causal):
+    """Large enough for the flash-decoding paths: token splits merged by (max, sum) and
+    query positions in several blocks of rows that share each decoded tile."""
+    B, H, d = 1, 2, 64
+    rng = np.random.default_rng(T + Lq)
+    kplan = prod_plan(d, 3, 5) if kind == "prod" else mse_plan(d, 3, 5)
+    vplan = mse_plan(d, 3, 5)
+    k = rng.standard_normal((B * H * T, d)).astype(np.float32)
+    kw = dict(scale=0.15, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
+    if kind == "prod":
+        kidx, knorm, ks, kg = REF.prod_quantize(k, kplan)
+        kw.update(key_signs=ks.reshape(B, H, T, -1), key_gammas=kg.reshape(B, H, T))
+    else:
+        kidx, knorm = REF.mse_quantize(k, kplan)
+    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
+    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
+    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
+            vnorm.reshape(B, H, T), kplan, vplan)
+    (want, want_lse), (got, got_lse) = REF.attend(*args, **kw), NB.attend(*args, **kw)
+    np.testing.assert_allclose(got_lse, want_lse, rtol=1e-5, atol=1e-4)
+    assert np.max(np.abs(want - got)) <= 1e-4 * np.max(np.abs(want))
+    serial = NumbaBackend(parallel=False).attend(*args, **kw)  # one split, one thread
+    assert np.max(np.abs(serial[0] - got)) <= 1e-4 * np.max(np.abs(want))

@@ -240,7 +240,7 @@ class NumbaBackend:
         return out
 
     # ------------------------------------------------------------------ KV cache
-    _ATTEND_ROWS = 8  # query rows (heads of a group × positions) sharing each decoded tile
+    _ATTEND_ROWS = 32  # query rows (heads of a group × positions) sharing each decoded tile
     _ATTEND_MIN_SPLIT = 512  # tokens: shortest split worth a separate work item
 
     def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
