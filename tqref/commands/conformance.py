@@ -64,6 +64,15 @@ def _root(args):
         return None
 
 
+def _roots(args, root) -> list:
+    """``root`` and, when it was found (not given with --dir), the added families beside it (real-v1)."""
+    import os
+
+    from ..conformance.loader import ENV_DIR, added_dirs
+
+    return [root] if args.dir or os.environ.get(ENV_DIR) else [root] + added_dirs(root)
+
+
 def _progress(args, label):
     from .._progress import progress
 
@@ -101,11 +110,13 @@ def cmd_verify(args) -> int:
             return 2
         names = [args.backend]
     code = 0
+    roots = _roots(args, root)
     for name in names:
-        print(f"tqref conformance verify: backend {name!r}, vectors {root}")
-        reports = verify.verify(root, name, only=args.only, progress=_progress(args, f"verify {name}"))
-        code = max(code, _finish(reports, args, {"command": "verify", "backend": name, "dir": str(root)},
-                                 "implementation"))
+        print(f"tqref conformance verify: backend {name!r}, vectors {', '.join(map(str, roots))}")
+        reports = [r for d in roots
+                   for r in verify.verify(d, name, only=args.only, progress=_progress(args, f"verify {name}"))]
+        code = max(code, _finish(reports, args, {"command": "verify", "backend": name,
+                                                 "dir": ", ".join(map(str, roots))}, "implementation"))
         print()
     return code
 
@@ -136,11 +147,14 @@ def cmd_lint(args) -> int:
     root = _root(args)
     if root is None:
         return 2
-    problems, files, tests = lint.lint_dir(root)
-    for p in problems:
-        print(p)
-    print(f"lint: {files} files, {tests} tests, {len(problems)} problem(s) in {root}")
-    return 1 if problems else 0
+    code = 0
+    for d in _roots(args, root):
+        problems, files, tests = lint.lint_dir(d)
+        for p in problems:
+            print(p)
+        print(f"lint: {files} files, {tests} tests, {len(problems)} problem(s) in {d}")
+        code = max(code, 1 if problems else 0)
+    return code
 
 
 def cmd_generate(args) -> int:

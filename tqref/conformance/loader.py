@@ -45,6 +45,16 @@ def find_dir(explicit=None) -> pathlib.Path:
         + (", …" if len(tried) > 4 else "") + "); pass --dir or set " + ENV_DIR)
 
 
+#: vector families added beside v1 in their own directories (same spec version and schemas; v1 stays frozen)
+ADDED_DIRS = ("real-v1",)
+
+
+def added_dirs(root) -> list:
+    """The added families' directories next to the v1 directory ``root`` that hold an index.json."""
+    root = pathlib.Path(root)
+    return [root.parent / name for name in ADDED_DIRS if (root.parent / name / "index.json").is_file()]
+
+
 def load_json(path) -> dict:
     path = pathlib.Path(path)
     try:
