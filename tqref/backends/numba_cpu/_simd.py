@@ -395,3 +395,45 @@ def _acc_rows(n):
 
 acc_rows1 = _acc_rows(1)
 acc_rows4 = _acc_rows(4)
+
+
+#: exp on lanes: 2^n · P(r) with n = round(x·log2 e), r = x − n·ln 2 in two parts (ln 2 =
+#: LN2_HI + LN2_LO, LN2_HI exact in 9 bits so n·LN2_HI is exact), P the degree-7 Taylor-like
+#: minimax polynomial of e^r on |r| ≤ ln2/2 written as 1 + r + r²·Q(r) (relative error about
+#: 1 ulp of float32). Below EXP_MIN the result is 0 (flushed; e^x < 2^−126 there).
+LOG2E = 1.44269504088896341
+LN2_HI = 0.693359375
+LN2_LO = -2.12194440e-4
+EXP_MIN = -87.33654
+EXP_Q = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+         5.0000001201e-1)
+
+
+@_primitive(_is_tile, types.intp, types.float32, returns=types.float32)
+def row_exp_sub(builder, buf, p, m):
+    """buf[p, :] = e^(buf[p, :] − m) (see EXP_Q; −inf and anything below EXP_MIN give 0);
+    returns the sum of the 16 results, added in lane order (float32)."""
+    def const(value):
+        return ir.Constant(_VEC, [float(value)] * TILE)
+
+    q = buf.ptr(p)
+    x = builder.fsub(_vload(builder, q), _splat(builder, m))
+    low = builder.fcmp_ordered("<", x, const(EXP_MIN))  # also false for NaN (never produced here)
+    xc = builder.select(low, const(0.0), x)  # keeps −inf out of the arithmetic
+    floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC]), f"llvm.floor.v{TILE}f32")
+    n = builder.call(floor, [builder.fadd(builder.fmul(xc, const(LOG2E)), const(0.5))])
+    r = builder.fsub(builder.fsub(xc, builder.fmul(n, const(LN2_HI))), builder.fmul(n, const(LN2_LO)))
+    poly = const(EXP_Q[0])
+    for c in EXP_Q[1:]:
+        poly = builder.fadd(builder.fmul(poly, r), const(c))
+    e = builder.fadd(builder.fadd(builder.fmul(builder.fmul(poly, r), r), r), const(1.0))
+    i32v = ir.VectorType(ir.IntType(32), TILE)
+    ni = builder.fptosi(n, i32v)
+    scale = builder.bitcast(builder.shl(builder.add(ni, ir.Constant(i32v, [127] * TILE)),
+                                        ir.Constant(i32v, [23] * TILE)), _VEC)
+    out = builder.select(low, const(0.0), builder.fmul(e, scale))
+    _vstore(builder, out, q)
+    total = builder.extract_element(out, ir.Constant(ir.IntType(32), 0))
+    for lane in range(1, TILE):
+        total = builder.fadd(total, builder.extract_element(out, ir.Constant(ir.IntType(32), lane)))
+    return total

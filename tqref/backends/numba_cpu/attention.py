@@ -157,11 +157,8 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                     mr = m[r]
                     tot = np.float32(0.0)
                     if mr > -np.inf:
-                        for k in range(ntiles):
-                            for u in range(L):
-                                e = np.exp(sc[k * rmax + r, u] - mr)  # exp(−inf) = 0: masked keys
-                                sc[k * rmax + r, u] = e
-                                tot += e
+                        for k in range(ntiles):  # e^(logit − m) on lanes; masked keys (−inf) give 0
+                            tot += S.row_exp_sub(sc, k * rmax + r, mr)
                     else:
                         for k in range(ntiles):
                             sc[k * rmax + r] = 0.0
