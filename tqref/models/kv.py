@@ -48,18 +48,24 @@ EXACT_DTYPES = {"f32": np.float32, "f16": np.float16}
 def exact_attention(q, k, v_, *, scale=None, causal=True) -> np.ndarray:
     """float32 (B, A, Lq, d) = softmax(scale · q kᵀ, causal mask) v with GQA.
 
-    q (B, A, Lq, d); k, v_ (B, H, T, d), A a multiple of H; queries are the last Lq positions.
+    q (B, A, Lq, d); k, v_ (B, H, T, d), A a multiple of H; queries are the last Lq positions
+    (the visible range of tqref.reference.attention.visible_mask). The softmax is computed in
+    place (max-subtracted, exp, divided by the sum; float32): the logits of a 1,024-token
+    prefill are the largest temporaries of the forward. Every query sees at least one key.
     """
     q = np.asarray(q, _F32)
     b, a, lq, d = q.shape
     h, t = k.shape[1], k.shape[2]
     g = a // h
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    qg = q.reshape(b, h, g * lq, d)
-    logits = (qg @ np.swapaxes(np.asarray(k, _F32), -1, -2)).reshape(b, h, g, lq, t) * _F32(scale)
-    mask = ref_attention.visible_mask(lq, t, causal=causal)
-    weights, _ = ref_attention.masked_softmax(logits, mask)
-    out = weights.reshape(b, h, g * lq, t) @ np.asarray(v_, _F32)
+    logits = (q.reshape(b, h, g * lq, d) @ np.swapaxes(np.asarray(k, _F32), -1, -2)).reshape(b, h, g, lq, t)
+    logits *= _F32(scale)
+    if causal:
+        logits += np.where(ref_attention.visible_mask(lq, t, causal=True), _F32(0), _F32(-np.inf))
+    logits -= logits.max(axis=-1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=-1, keepdims=True)
+    out = logits.reshape(b, h, g * lq, t) @ np.asarray(v_, _F32)
     return out.reshape(b, a, lq, d)
 
 
