@@ -321,6 +321,20 @@ def pack_words(builder, word, idx, j0, bits):
     word.store(0, total)
 
 
+def _select_tree(builder, buf, j0, wv, table, bits):
+    """buf[j0 + k, l] = table[(wv[l] >> bits·k) & (2^bits − 1)] for k < 8 (wv <TILE x i32>)."""
+    i32v = wv.type
+    consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
+    zero = ir.Constant(i32v, [0] * TILE)
+    for k in range(8):
+        level = consts
+        for bit in range(bits):
+            mask = ir.Constant(i32v, [1 << (bits * k + bit)] * TILE)
+            flag = builder.icmp_unsigned("!=", builder.and_(wv, mask), zero)
+            level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
+        buf.store(builder.add(j0, ir.Constant(j0.type, k)), level[0])
+
+
 def _unpack_words(bits):
     @_primitive(_is_tile, types.intp, _array_of(types.uint64), _is_tile)
     def fn(builder, buf, j0, word, table):
@@ -328,18 +342,33 @@ def _unpack_words(bits):
         tree of selects on the index bits (no gather). buf needs j0 + 8 rows. The 8 fields
         (8·bits ≤ 32 bits) are tested in 32-bit lanes: one AND and one compare per bit."""
         i32v = ir.VectorType(ir.IntType(32), TILE)
-        wv = builder.trunc(word.load(0, ir.VectorType(ir.IntType(64), TILE)), i32v)
-        consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
-        zero = ir.Constant(i32v, [0] * TILE)
-        for k in range(8):
-            level = consts
-            for bit in range(bits):
-                mask = ir.Constant(i32v, [1 << (bits * k + bit)] * TILE)
-                flag = builder.icmp_unsigned("!=", builder.and_(wv, mask), zero)
-                level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
-            buf.store(builder.add(j0, ir.Constant(j0.type, k)), level[0])
+        _select_tree(builder, buf, j0, builder.trunc(word.load(0, ir.VectorType(ir.IntType(64), TILE)), i32v),
+                     table, bits)
 
     return fn
+
+
+def _unpack_rows(bits):
+    @_primitive(_is_tile, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile)
+    def fn(builder, buf, j0, packed, r0, col, table):
+        """unpack_words for the 4-byte words packed[r0 + l, col : col + 4], l < TILE (all TILE
+        rows present, col + 4 ≤ row length), loaded straight into one vector register."""
+        i32 = ir.IntType(32)
+        i32v = ir.VectorType(i32, TILE)
+        wv = ir.Constant(i32v, ir.Undefined)
+        for lane in range(TILE):
+            ptr = packed.ptr(builder.add(r0, ir.Constant(r0.type, lane)), col)
+            w = builder.load(builder.bitcast(ptr, ir.PointerType(i32)), align=1)
+            wv = builder.insert_element(wv, w, ir.Constant(i32, lane))
+        _select_tree(builder, buf, j0, wv, table, bits)
+
+    return fn
+
+
+unpack_rows_1 = _unpack_rows(1)
+unpack_rows_2 = _unpack_rows(2)
+unpack_rows_3 = _unpack_rows(3)
+unpack_rows_4 = _unpack_rows(4)
 
 
 unpack_words_1 = _unpack_words(1)

@@ -303,6 +303,16 @@ def unpack_tile(packed, r0, cnt, bits, d, table, buf, rowbuf, word):
     if bits <= 4:
         for g in range(groups):
             col = bits * g
+            if cnt == L and col + 4 <= nbytes:  # whole tile: 32-bit words straight to a register
+                if bits == 1:
+                    S.unpack_rows_1(buf, 8 * g, packed, r0, col, table)
+                elif bits == 2:
+                    S.unpack_rows_2(buf, 8 * g, packed, r0, col, table)
+                elif bits == 3:
+                    S.unpack_rows_3(buf, 8 * g, packed, r0, col, table)
+                else:
+                    S.unpack_rows_4(buf, 8 * g, packed, r0, col, table)
+                continue
             for l in range(L):
                 word[l] = load_word(packed, r0 + l, col, nbytes) if l < cnt else np.uint64(0)
             if bits == 1:
