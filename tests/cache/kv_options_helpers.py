@@ -78,7 +78,8 @@ def brute_force(q, k16, v16, recon, *, sinks, window, ready_from, scale):
 def tolerance(q, k, v, scale):
     """The float unit of cache_helpers.tolerance over raw inputs (the float16 and reconstructed
     norms are within a few percent of them), times 4 for the extra merge."""
-    L = scale * np.linalg.norm(q.astype(np.float64), axis=-1).max() * np.linalg.norm(k.astype(np.float64), axis=-1).max()
+    L = scale * np.linalg.norm(q.astype(np.float64), axis=-1).max() * \
+        np.linalg.norm(k.astype(np.float64), axis=-1).max()
     return 4 * EPS32 * (1.0 + 1.5 * L) * 1.5 * np.linalg.norm(v.astype(np.float64), axis=-1).max()
 
 

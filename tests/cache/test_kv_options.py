@@ -142,7 +142,8 @@ BAD = [
     (dict(outliers=OutlierSpec(calibration_tokens=0)), r"outliers.calibration_tokens: expected an integer >= 1"),
     (dict(outliers=OutlierSpec(), mode="prod"), r"outliers: expected mode='mse'"),
     (dict(outliers=OutlierSpec(), debiased=True), r"debiased: expected False with outliers"),
-    (dict(outliers=OutlierSpec(extra_bits=6)), r"outliers: expected bit widths <= 2 .* got \(key_bits, value_bits\) = \(3, 3\) in layer 0"),
+    (dict(outliers=OutlierSpec(extra_bits=6)),
+     r"outliers: expected bit widths <= 2 .* got \(key_bits, value_bits\) = \(3, 3\) in layer 0"),
     (dict(layer_bits=[1]), r"layer_bits: expected None or a dict"),
     (dict(layer_bits={2: 3}), r"layer_bits key: expected an integer in \[-2, 1\], got 2"),
     (dict(layer_bits={1: 3, -1: 4}), r"layer_bits: expected each layer once, got layer 1 as 1 and -1"),
@@ -166,7 +167,8 @@ def test_call_errors_leave_the_cache_unchanged(rng):
     before = snapshot_tiered(cache)
     big = k.copy()
     big[0, 0, 3, 2] = 70000.0
-    with pytest.raises(ValueError, match=r"k: expected values representable in float16 .* got 70000 at index \(0, 0, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"k: expected values representable in float16 .* got 70000 at index "
+                                         r"\(0, 0, 3, 2\)"):
         cache.append(0, big, v)
     nan = v.copy()
     nan[0, 0, 1, 0] = np.nan
@@ -178,8 +180,8 @@ def test_call_errors_leave_the_cache_unchanged(rng):
         cache.append(0, np.concatenate([tiny, k], axis=2), np.concatenate([v, v], axis=2))
     assert snapshot_tiered(cache) == before
     q = data(rng, 1, 1, 1, 8)
-    for call, what in ((lambda: cache.prefill(0, k, v, q), "prefill"), (lambda: cache.dequantize(0), "dequantize"),
-                       (lambda: cache.logit_bias(0, q), "logit_bias"), (lambda: cache.capacity(0), "capacity"),
+    for call, what in ((lambda: cache.prefill(0, k, v, q), "prefill"), (lambda: cache.logit_bias(0, q), "logit_bias"),
+                       (lambda: cache.capacity(0), "capacity"),
                        (lambda: cache.bytes_per_token(), "layout")):
         with pytest.raises(ValueError, match=rf"{what}: not available with residual_length"):
             call()

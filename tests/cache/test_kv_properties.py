@@ -106,5 +106,15 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
         ready_from = sinks + n - 1 if n else 0
         compressed = kh.ends(total - 1, sinks=sinks, window=window, ready_from=ready_from) - sinks
         recon = kh.reconstruction(whole, 1, k16, v16, bits, spec, sinks) if compressed > 0 else None
+    # dequantize: the layer as held now (float16 sinks and window, reconstructions between)
+    if tiers:
+        keys, values = whole.dequantize(1)
+        e_now = sinks if bits == "float16" else kh.ends(total - 1, sinks=sinks, window=window, ready_from=ready_from)
+        want_k, want_v = k16.astype(np.float32), v16.astype(np.float32)
+        if e_now > sinks:
+            want_k[:, :, sinks:e_now] = recon[0][:, :, : e_now - sinks]
+            want_v[:, :, sinks:e_now] = recon[1][:, :, : e_now - sinks]
+        np.testing.assert_allclose(keys, want_k, rtol=1e-5, atol=1e-6 * np.abs(k).max())
+        np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6 * np.abs(v).max())
     want_out = kh.brute_force(q, k16, v16, recon, sinks=sinks, window=window, ready_from=ready_from, scale=scale)
     assert np.abs(one_pass - want_out).max() <= kh.tolerance(q, k, v, scale)

@@ -256,12 +256,15 @@ class SplitCodes:
         return out.reshape(q32.shape).astype(_F32, copy=False), lse
 
     def reconstruct(self):
-        """Per-token split: dequantized K, V float32 (B, H, T, d) with channels back in place."""
+        """Dequantized K, V float32 (B, H, T, d) with the channels back in place."""
         k_o, v_o = self.outlier._dequantize(0)
         k_r, v_r = self.rest._dequantize(0)
-        d = self.head_dim
-        k_order = order_of(packing.unpack_bits(self.key_masks.view(), 1, d).astype(bool))
-        v_order = order_of(packing.unpack_bits(self.value_masks.view(), 1, d).astype(bool))
+        if self.static:
+            k_order, v_order = self.key_order[None, :, None, :], self.value_order[None, :, None, :]
+        else:
+            d = self.head_dim
+            k_order = order_of(packing.unpack_bits(self.key_masks.view(), 1, d).astype(bool))
+            v_order = order_of(packing.unpack_bits(self.value_masks.view(), 1, d).astype(bool))
         return merge(k_o, k_r, k_order), merge(v_o, v_r, v_order)
 
 

@@ -56,6 +56,9 @@ class PlainCodes:
     def stored(self) -> dict:
         return self.cache.stored(0)
 
+    def reconstruct(self):
+        return self.cache.dequantize(0)
+
     def memory_usage(self) -> int:
         return self.cache.memory_usage()
 
@@ -216,6 +219,26 @@ class Tiered:
             raise ValueError(f"q: expected at most {allowed} causal query positions (the float16 rows query "
                              f"position {int(positions[missing][0])} needs, from {int(ends[missing][0])}, were "
                              f"released by the last append, which holds them from {start}), got {lq}")
+
+    def dequantize(self, layer):
+        """(K, V) float32 (B, H, seq_len, d) as ``layer`` holds them now — what a decode query
+        sees: float16 sinks and window, reconstructed codes in between (mse stage in prod mode;
+        the QJL part is a logit bias, as in KVCache.dequantize)."""
+        layer = self.cache._check_layer(layer)
+        lay = self._layers[layer]
+        if lay.seq == 0:
+            raise ValueError(f"layer: expected a layer holding cached positions, got layer {layer} with seq_len 0")
+        d = self.cache.head_dim
+        positions, keys16, values16 = lay.tier.all_rows((self.cache.batch_size, self.cache.num_kv_heads, d))
+        shape = (self.cache.batch_size, self.cache.num_kv_heads, lay.seq, d)
+        keys, values = np.zeros(shape, _F32), np.zeros(shape, _F32)
+        e_now = self._compressed_end(lay)
+        if e_now > self.sinks:
+            keys[:, :, self.sinks : e_now], values[:, :, self.sinks : e_now] = lay.codes.reconstruct()
+        keep = (positions < self.sinks) | (positions >= e_now)
+        keys[:, :, positions[keep]] = keys16[:, :, keep]
+        values[:, :, positions[keep]] = values16[:, :, keep]
+        return keys, values
 
     def seq_len(self, layer) -> int:
         return self._layers[self.cache._check_layer(layer)].seq

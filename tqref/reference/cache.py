@@ -183,7 +183,7 @@ class KVCache:
         if self._tiers is not None:
             raise ValueError(f"{what}: not available with residual_length, sink_tokens, outliers or layer_bits "
                              f"(tokens of one layer have different representations); use append and attend, "
-                             f"stored and memory_usage")
+                             f"dequantize, stored and memory_usage")
 
     def layout(self) -> list:
         """(name, dtype, row shape) of every stored array per layer, in storage order (module docstring)."""
@@ -441,9 +441,11 @@ class KVCache:
 
         K is the mse-stage reconstruction (divided by α_k when ``debiased``); in prod mode the
         QJL part is not in K but in :meth:`logit_bias`. V is divided by α_v when
-        ``debiased_values``.
+        ``debiased_values``. With the tqref/kv options: the layer as it is held now, float16
+        sinks and window included (:meth:`tqref.kv.tiered.Tiered.dequantize`).
         """
-        self._no_tiers("dequantize")
+        if self._tiers is not None:
+            return self._tiers.dequantize(layer)
         layer = self._check_layer(layer)
         self._require(layer)
         return self._dequantize(layer)
