@@ -67,6 +67,8 @@ def _build_turboquant(head, kwargs, layers, heads, dim, seed, backend):
     from ..reference.cache import KVCache
 
     if head == "paper":
+        if "outliers" not in kwargs:
+            raise ValueError("configs: expected 'paper-2.5' or 'paper-3.5' (the preset), got 'paper' without one")
         return KVCache(layers, heads, dim, seed=seed, backend=backend, **kwargs)
     return KVCache(layers, heads, dim, mode=head, seed=seed, backend=backend, **kwargs)
 
