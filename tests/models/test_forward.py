@@ -99,6 +99,17 @@ def test_prefill_equals_token_by_token_decode(tiny, name):
     assert np.max(np.abs(prefill - steps)) < 1e-4 * max(1.0, np.max(np.abs(prefill)))
 
 
+@pytest.mark.parametrize("name", ["mse-k3v2", "prod-k3v3-orthogonal"])
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_attention_from_codes_matches_the_seeds_dequantized_path(tiny, name, backend):
+    model, _ = tiny
+    codes = model.forward(TOKENS, model.new_cache(name, seed=5, backend=backend))
+    cache = kv.SeedPathCache(model.new_cache(name, seed=5, backend=backend))
+    seed_path = np.concatenate([model.forward(TOKENS[:7], cache)] +
+                               [model.forward(TOKENS[i:i + 1], cache, start=i) for i in range(7, TOKENS.size)])
+    assert np.max(np.abs(codes - seed_path)) < 1e-4 * max(1.0, np.max(np.abs(codes)))
+
+
 def test_kvcache_plugs_in_unchanged(tiny):
     model, _ = tiny
     c = model.config

@@ -2,7 +2,8 @@
 
 Short runs only (CI has 2 cores): a greedy continuation with the exact cache, orderings of
 the KL divergence on the first 64 tokens of the shipped text, prefill vs decode through a
-compressed cache, and the smollm pre-tokenizer on the real vocabulary.
+compressed cache, attention from the codes vs the seed's prefill/decode path, and the smollm
+pre-tokenizer on the real vocabulary.
 """
 
 from __future__ import annotations
@@ -59,3 +60,14 @@ def test_prefill_and_decode_agree_through_turboquant(real_model):
     dec = np.concatenate([real_model.forward(ids[i:i + 1], cache, start=i) for i in range(ids.size)])
     assert np.max(np.abs(pre - dec)) < 1e-3 * np.max(np.abs(pre))
     assert np.array_equal(np.argmax(pre, -1), np.argmax(dec, -1))
+
+
+def test_seed_path_matches_attention_from_codes_on_real_kv(real_model):
+    from tqref.models import kv
+
+    ids = real_model.encode("The hacker culture is a loosely networked collection")
+    codes = real_model.forward(ids, real_model.new_cache("prod-k3v3-orthogonal", seed=2))
+    cache = kv.SeedPathCache(real_model.new_cache("prod-k3v3-orthogonal", seed=2))
+    seed = np.concatenate([real_model.forward(ids[:6], cache)] +
+                          [real_model.forward(ids[i:i + 1], cache, start=i) for i in range(6, ids.size)])
+    assert np.max(np.abs(codes - seed)) < 1e-3 * np.max(np.abs(codes))

@@ -15,6 +15,8 @@ Implemented here:
 
 * :class:`ExactCache` — K/V stored as float32 or float16 (llama.cpp's default ``f16`` cache);
   attention in float32 on the stored values.
+* :class:`SeedPathCache` — a ``tqref.KVCache`` used through ``prefill``/``decode`` (dequantized
+  K/V and the QJL logit bias: the seed's interface) instead of ``attend``.
 * :class:`BlockCache` — llama.cpp's ``q8_0``, ``q5_0``, ``q4_0`` cache types: every cached
   head vector (one token, one kv head, d = head_dim values) is quantized in blocks of 32
   consecutive coordinates, exactly as llama.cpp stores a row of its K/V cache, with
@@ -45,8 +47,8 @@ BLOCK_TYPES = {"q8_0": "Q8_0", "q5_0": "Q5_0", "q4_0": "Q4_0"}
 EXACT_DTYPES = {"f32": np.float32, "f16": np.float16}
 
 
-def exact_attention(q, k, v_, *, scale=None, causal=True) -> np.ndarray:
-    """float32 (B, A, Lq, d) = softmax(scale · q kᵀ, causal mask) v with GQA.
+def exact_attention(q, k, v_, *, scale=None, causal=True, logit_bias=None) -> np.ndarray:
+    """float32 (B, A, Lq, d) = softmax(scale · (q kᵀ + logit_bias), causal mask) v with GQA.
 
     q (B, A, Lq, d); k, v_ (B, H, T, d), A a multiple of H; queries are the last Lq positions
     (the visible range of tqref.reference.attention.visible_mask). The softmax is computed in
@@ -59,6 +61,8 @@ def exact_attention(q, k, v_, *, scale=None, causal=True) -> np.ndarray:
     g = a // h
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     logits = (q.reshape(b, h, g * lq, d) @ np.swapaxes(np.asarray(k, _F32), -1, -2)).reshape(b, h, g, lq, t)
+    if logit_bias is not None:  # (B, A, Lq, T) raw dot-product units (KVCache.prefill's QJL term)
+        logits += np.asarray(logit_bias, _F32).reshape(b, h, g, lq, t)
     logits *= _F32(scale)
     if causal:
         logits += np.where(ref_attention.visible_mask(lq, t, causal=True), _F32(0), _F32(-np.inf))
@@ -67,6 +71,40 @@ def exact_attention(q, k, v_, *, scale=None, causal=True) -> np.ndarray:
     logits /= logits.sum(axis=-1, keepdims=True)
     out = logits.reshape(b, h, g * lq, t) @ np.asarray(v_, _F32)
     return out.reshape(b, a, lq, d)
+
+
+class SeedPathCache:
+    """A ``tqref.KVCache`` driven through the seed's two calls instead of ``attend``.
+
+    The first attention of a layer calls ``cache.prefill(layer, k, v, q)``, later ones
+    ``cache.decode(...)``; both append and return the whole layer dequantized plus, in prod
+    mode, the QJL logit bias, and attention is :func:`exact_attention` on those. The result
+    must match attention computed from the codes (``KVCache.attend``) up to float summation
+    order: tests/models check the two paths against each other.
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+        self._pending = {}
+        self._started = set()
+
+    def append(self, layer, k, v_) -> None:
+        self._pending[layer] = (k, v_)  # appended by prefill/decode together with the query
+
+    def attend(self, layer, q, *, scale=None, causal=True) -> np.ndarray:
+        if layer not in self._pending:
+            raise ValueError(f"layer: expected append(layer, k, v) before attend for layer {layer}")
+        k, v_ = self._pending.pop(layer)
+        call = self.cache.decode if layer in self._started else self.cache.prefill
+        self._started.add(layer)
+        res = call(layer, k, v_, q)
+        return exact_attention(q, res.k, res.v, scale=scale, causal=causal, logit_bias=res.logit_bias)
+
+    def memory_usage(self) -> int:
+        return self.cache.memory_usage()
+
+    def dequantize(self, layer):
+        return self.cache.dequantize(layer)
 
 
 class _GrowingCache:
