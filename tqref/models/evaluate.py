@@ -205,11 +205,11 @@ def plot(results, path: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "kl", "KL to exact (nats/token)"), (axes[1], "perplexity", "perplexity")):
-        for r in results:
+        for i, r in enumerate(results):
             y = getattr(r, key)
             if key == "kl" and y <= 0:
                 continue
-            ax.scatter(r.bits_per_coordinate, y)
+            ax.scatter(r.bits_per_coordinate, y, color=f"C{i % 10}")  # one colour per configuration
             ax.annotate(r.config, (r.bits_per_coordinate, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
