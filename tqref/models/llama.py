@@ -43,10 +43,16 @@ _F32 = np.float32
 
 @dataclasses.dataclass
 class Timings:
-    """Seconds spent in the cache (quantize + attend) and in everything else."""
+    """Seconds spent in the cache — ``append`` (quantize and store) and ``attend`` — and in
+    everything else (projections, RoPE, MLP, output head). ``attention`` = append + attend."""
 
-    attention: float = 0.0
+    append: float = 0.0
+    attend: float = 0.0
     rest: float = 0.0
+
+    @property
+    def attention(self) -> float:
+        return self.append + self.attend
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -116,7 +122,7 @@ class LlamaModel:
         """Logits float32 (T, V) of new tokens (T,) at positions start .. start + T − 1.
 
         ``cache`` already holds positions 0 .. start − 1 of every layer; the new K/V are
-        appended. ``timings`` accumulates seconds in the cache vs the rest. ``capture``, if
+        appended. ``timings`` accumulates seconds in the cache (append, attend) vs the rest. ``capture``, if
         given, is called as capture(layer, q, k, v) with the post-RoPE float32 queries
         (heads, T, d), keys and values (kv heads, T, d). ``logits=False`` skips the output
         head and returns the final hidden states (T, D).
@@ -126,7 +132,7 @@ class LlamaModel:
         d, nh, nkv = cf.head_dim, cf.num_heads, cf.num_kv_heads
         clock = time.perf_counter
         t0 = clock()
-        in_cache = 0.0
+        in_append = in_attend = 0.0
         n = tokens.size
         cos, sin = rope_tables(np.arange(start, start + n), d, cf.rope_base)
         x = w.embedding[tokens]
@@ -139,16 +145,18 @@ class LlamaModel:
                 capture(li, q, k, v)
             c0 = clock()
             cache.append(li, k[None], v[None])
+            c1 = clock()
             o = np.asarray(cache.attend(li, q[None], causal=True), _F32)[0]
-            in_cache += clock() - c0
+            in_append, in_attend = in_append + c1 - c0, in_attend + clock() - c1
             x = x + o.transpose(1, 0, 2).reshape(n, nh * d) @ lw.wo.T
             h = rms_norm(x, lw.ffn_norm, cf.rms_eps)
             x = x + (silu(h @ lw.w_gate.T) * (h @ lw.w_up.T)) @ lw.w_down.T
         x = rms_norm(x, w.output_norm, cf.rms_eps)
         out = x @ w.output.T if logits else x
         if timings is not None:
-            timings.attention += in_cache
-            timings.rest += clock() - t0 - in_cache
+            timings.append += in_append
+            timings.attend += in_attend
+            timings.rest += clock() - t0 - in_append - in_attend
         return out.astype(_F32, copy=False)
 
     def generate(self, prompt, max_new_tokens: int, cache=None, *, stop_at_eos: bool = True) -> list:
