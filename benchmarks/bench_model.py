@@ -7,8 +7,7 @@ For each configuration: seconds of one prefill pass over the first --tokens toke
 shipped text (best of --repeat after a warm-up pass that compiles Numba's kernels), split
 into the time inside the cache (append: quantize and store; attend: attention from the
 codes) and the rest of the forward (projections, MLP, output head); the exact float32 cache
-runs in the same process
-as the baseline, so the ratios are like for like. Not a timed test: the numbers depend on
+runs in the same process as the baseline, so the ratios are like for like. Not a timed test: the numbers depend on
 the machine and on what else runs on it.
 
 Targets (issue 11 / 13, 2 cores): one TurboQuant configuration over 30 layers and 1,024
