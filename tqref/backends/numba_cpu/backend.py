@@ -22,24 +22,17 @@ def _u8(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.uint8)
 
 
-#: rows converted to float32 at a time for inputs that are not C-contiguous float32 (cache-sized)
-CONVERT_ROWS = 4096
+def _in_place(x) -> bool:
+    """Rows the float32 kernels read directly (C-contiguous float32)."""
+    return x.dtype == _F32 and x.flags.c_contiguous
 
 
-def _float32_blocks(x):
-    """(start, stop, C-contiguous float32 rows) covering the rows of x (n, d): x itself when
-    it already is float32 and C-contiguous, else blocks of CONVERT_ROWS rows converted one
-    at a time — one pass over x, no full-size copy. Values beyond float32 become ±inf (the
-    callers report them from the norms)."""
-    x = np.asarray(x)
-    n = x.shape[0]
-    if x.dtype == _F32 and x.flags.c_contiguous:
-        yield 0, n, x
-        return
-    for s in range(0, n, CONVERT_ROWS):
-        e = min(n, s + CONVERT_ROWS)
-        with np.errstate(over="ignore"):
-            yield s, e, np.ascontiguousarray(x[s:e], dtype=_F32)
+def _any_rows(x):
+    """(x, xh) for the *_any kernels: float16 rows travel as their uint16 bits (Numba has no
+    float16 on the CPU) with an empty float32 x; other rows as they are with an empty xh."""
+    if x.dtype == np.float16:
+        return np.empty((0, x.shape[1]), _F32), x.view(np.uint16)
+    return x, np.empty((0, x.shape[1]), np.uint16)
 
 
 def _out(out, shape) -> np.ndarray:
@@ -84,16 +77,21 @@ class NumbaBackend:
 
     # ------------------------------------------------------------------ mse
     def mse_quantize(self, x, plan):
-        """As the reference, for rows (n, d) of any float dtype and layout (converted block
-        by block, see _float32_blocks)."""
+        """As the reference, for rows (n, d) of any float dtype and layout: C-contiguous
+        float32 is read in place, anything else converted to float32 tile by tile inside
+        the kernel (no full-size copy; values beyond float32 give non-finite norms)."""
+        x = np.asarray(x)
         kp = kernel_plan(plan)
-        n = np.shape(x)[0]
+        n = x.shape[0]
         packed = np.empty((n, packing.packed_size(kp.dim, kp.bits)), np.uint8)
         norms = np.empty(n, _F32)
-        for s, e, xb in _float32_blocks(x):
-            fn, chunks = self._launch(K.mse_quantize, e - s)
-            fn(xb, xb.view(np.uint32), kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar,
-               kp.thresholds, kp.bits, packed[s:e], norms[s:e], chunks)
+        rot = (kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds, kp.bits)
+        if _in_place(x):
+            fn, chunks = self._launch(K.mse_quantize, n)
+            fn(x, x.view(np.uint32), *rot, packed, norms, chunks)
+        else:
+            fn, chunks = self._launch(K.mse_quantize_any, n)
+            fn(*_any_rows(x), *rot, packed, norms, chunks)
         return packed, norms
 
     def mse_dequantize(self, packed, norms, plan, out=None):
@@ -111,17 +109,21 @@ class NumbaBackend:
     # ------------------------------------------------------------------ prod
     def prod_quantize(self, x, plan):
         """As the reference, for rows of any float dtype and layout (as :meth:`mse_quantize`)."""
+        x = np.asarray(x)
         kp = kernel_plan(plan)
-        n = np.shape(x)[0]
+        n = x.shape[0]
         packed = np.empty((n, packing.packed_size(kp.dim, kp.bits)), np.uint8)
         signs = np.empty((n, packing.packed_size(kp.dim, 1)), np.uint8)
         norms = np.empty(n, _F32)
         gammas = np.empty(n, _F32)
-        for s, e, xb in _float32_blocks(x):
-            fn, chunks = self._launch(K.prod_quantize, e - s)
-            fn(xb, xb.view(np.uint32), kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar,
-               kp.thresholds, kp.centroids, kp.bits, kp.projection, packed[s:e], norms[s:e], signs[s:e],
-               gammas[s:e], chunks)
+        args = (kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds, kp.centroids,
+                kp.bits, kp.projection, packed, norms, signs, gammas)
+        if _in_place(x):
+            fn, chunks = self._launch(K.prod_quantize, n)
+            fn(x, x.view(np.uint32), *args, chunks)
+        else:
+            fn, chunks = self._launch(K.prod_quantize_any, n)
+            fn(*_any_rows(x), *args, chunks)
         return packed, norms, signs, gammas
 
     #: from this dimension on, prod dequantization computes zᵀS with a BLAS matmul (d² work

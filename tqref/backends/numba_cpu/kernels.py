@@ -57,11 +57,12 @@ def _quantize_scratch(d):
 
 
 @jit
-def _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms):
-    """mse.quantize_rotated + pack for one tile; returns the tile holding y = Π u."""
+def _quantize_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms):
+    """mse.quantize_rotated + pack for one tile: source rows s0 .. s0+cnt of x (float32,
+    xbits its uint32 view), output rows r0 .. r0+cnt; returns the tile holding y = Π u."""
     buf, buf2, idx, acc, nrm, tmp, scale, word = scratch
     d = x.shape[1]
-    T.load_split_norm(x, xbits, r0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
+    T.load_split_norm(x, xbits, s0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
     y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
     T.index_tile(y, d, thr, idx)
     T.pack_tile(idx, d, bits, packed, r0, cnt, word)
@@ -80,7 +81,65 @@ def mse_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms,
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
-            _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
+            _quantize_tile(x, xbits, r0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
+
+
+@jit
+def _convert_rows(x, r0, cnt, xs):
+    """xs[l, :] = float32(x[r0 + l, :]) for l < cnt: rows of any float dtype and layout,
+    rounded to nearest as numpy's astype (beyond float32: ±inf, reported from the norms)."""
+    d = x.shape[1]
+    for l in range(cnt):
+        for j in range(d):
+            xs[l, j] = np.float32(x[r0 + l, j])
+
+
+@jit
+def _f32_bits(f):
+    """The bit pattern of the float32 f, as uint32."""
+    a = np.empty(1, _F32)
+    a[0] = f
+    return a.view(np.uint32)[0]
+
+
+@jit
+def _convert_half_rows(xh, r0, cnt, xsbits):
+    """xsbits[l, :] = the float32 bit pattern of the float16 whose bits are xh[r0 + l, :]
+    (exact: every float16, subnormals, ±inf and NaN included, is a float32)."""
+    d = xh.shape[1]
+    for l in range(cnt):
+        for j in range(d):
+            h = np.uint32(xh[r0 + l, j])
+            sign = (h & np.uint32(0x8000)) << np.uint32(16)
+            e = (h >> np.uint32(10)) & np.uint32(0x1F)
+            mant = h & np.uint32(0x3FF)
+            if e == 0:  # zero or subnormal: mant · 2^−24, exact in float32
+                xsbits[l, j] = sign | _f32_bits(np.float32(mant) * np.float32(2.0**-24))
+            elif e == 31:
+                xsbits[l, j] = sign | np.uint32(0x7F800000) | (mant << np.uint32(13))
+            else:
+                xsbits[l, j] = sign | ((e + np.uint32(112)) << np.uint32(23)) | (mant << np.uint32(13))
+
+
+@kernel
+def mse_quantize_any(x, xh, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms, nchunks):
+    """mse_quantize for rows of any float dtype or layout, converted tile by tile: x (n, d)
+    float32/float64, or — when xh has rows — xh (n, d) the uint16 bits of float16 rows."""
+    half = xh.shape[0] > 0
+    n, d = (xh.shape[0], xh.shape[1]) if half else (x.shape[0], x.shape[1])
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        scratch = _quantize_scratch(d)
+        xs = np.zeros((L, d), _F32)
+        xsbits = xs.view(np.uint32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            if half:
+                _convert_half_rows(xh, r0, cnt, xsbits)
+            else:
+                _convert_rows(x, r0, cnt, xs)
+            _quantize_tile(xs, xsbits, 0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
 
 
 @jit
@@ -106,6 +165,35 @@ def mse_dequantize(packed, norms, centroids, bits, m, ip, io, if_, pi_t, haar, o
             T.store_scaled(xh, norms, out, r0, cnt, d, lanes, rowbuf)
 
 
+@jit
+def _prod_scratch(d):
+    """prod's extra scratch: (residual tile, sign tile)."""
+    return np.empty((d, L), _F32), np.zeros((_pad8(d), L), np.uint8)
+
+
+@jit
+def _prod_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+               scratch, extra, packed, norms, signs, gammas):
+    """prod.quantize of one tile (source rows s0.., output rows r0.., as _quantize_tile)."""
+    _buf, _buf2, idx, acc, _nrm, tmp, _scale, word = scratch  # prod also reads these
+    res, sgn = extra
+    d = res.shape[0]
+    y = _quantize_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
+    # prod step 2: residual in the rotated domain; step 3: γ = ordered_norm(r)
+    for j in range(d):
+        for q in range(L):
+            res[j, q] = y[j, q] - centroids[idx[j, q]]
+    T.sum_squares(res, d, acc[0], tmp)
+    for l in range(cnt):
+        gammas[r0 + l] = np.sqrt(tmp[l])
+    # QJL sign bits: bit i = [ordered_dot(S_i, r) >= 0] (−0.0 >= 0 holds)
+    T.matvec(proj, res, d, y, acc)  # y is spent: reuse its storage for S r
+    for j in range(d):
+        for q in range(L):
+            sgn[j, q] = y[j, q] >= 0
+    T.pack_tile(sgn, d, 1, signs, r0, cnt, word)
+
+
 @kernel
 def prod_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
                   packed, norms, signs, gammas, nchunks):
@@ -114,26 +202,35 @@ def prod_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, centroids, bits, pr
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
         scratch = _quantize_scratch(d)
-        _buf, _buf2, idx, acc, _nrm, tmp, _scale, word = scratch  # prod also reads these
-        res = np.empty((d, L), _F32)
-        sgn = np.zeros((_pad8(d), L), np.uint8)
+        extra = _prod_scratch(d)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
-            y = _quantize_tile(x, xbits, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
-            # prod step 2: residual in the rotated domain; step 3: γ = ordered_norm(r)
-            for j in range(d):
-                for q in range(L):
-                    res[j, q] = y[j, q] - centroids[idx[j, q]]
-            T.sum_squares(res, d, acc[0], tmp)
-            for l in range(cnt):
-                gammas[r0 + l] = np.sqrt(tmp[l])
-            # QJL sign bits: bit i = [ordered_dot(S_i, r) >= 0] (−0.0 >= 0 holds)
-            T.matvec(proj, res, d, y, acc)  # y is spent: reuse its storage for S r
-            for j in range(d):
-                for q in range(L):
-                    sgn[j, q] = y[j, q] >= 0
-            T.pack_tile(sgn, d, 1, signs, r0, cnt, word)
+            _prod_tile(x, xbits, r0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+                       scratch, extra, packed, norms, signs, gammas)
+
+
+@kernel
+def prod_quantize_any(x, xh, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+                      packed, norms, signs, gammas, nchunks):
+    """prod_quantize for rows of any float dtype or layout (x, xh as mse_quantize_any)."""
+    half = xh.shape[0] > 0
+    n, d = (xh.shape[0], xh.shape[1]) if half else (x.shape[0], x.shape[1])
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        scratch = _quantize_scratch(d)
+        extra = _prod_scratch(d)
+        xs = np.zeros((L, d), _F32)
+        xsbits = xs.view(np.uint32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            if half:
+                _convert_half_rows(xh, r0, cnt, xsbits)
+            else:
+                _convert_rows(x, r0, cnt, xs)
+            _prod_tile(xs, xsbits, 0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+                       scratch, extra, packed, norms, signs, gammas)
 
 
 @kernel
