@@ -81,8 +81,8 @@ def row(name, count, unit, secs, base=None):
          "per_wall_s": count / wall, "per_cpu_s": count / cpu}
     if base is not None:
         r["vs"] = base["name"]
-        r["ratio_wall"] = base["wall_s"] / wall
-        r["ratio_cpu"] = base["cpu_s"] / cpu
+        r["ratio_wall"] = r["per_wall_s"] / base["per_wall_s"]  # rates: batches may differ in size
+        r["ratio_cpu"] = r["per_cpu_s"] / base["per_cpu_s"]
     return r
 
 

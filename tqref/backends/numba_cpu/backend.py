@@ -271,7 +271,7 @@ class NumbaBackend:
             key_signs = np.zeros((nb, nh, 1, 1), np.uint8)  # never read
             key_gammas = np.zeros((nb, nh, 1), _F32)
             q_proj = q
-        rows_q = max(1, self._ATTEND_ROWS // g)
+        rows_q = max(1, min(lq, self._ATTEND_ROWS // g))  # decode: one position, the group's heads
         blocks = nb * nh * -(-lq // rows_q)
         span = max(0, t_len - int(start))
         threads = num_threads() if self.parallel else 1

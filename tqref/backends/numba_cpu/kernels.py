@@ -94,31 +94,28 @@ def _convert_rows(x, r0, cnt, xs):
             xs[l, j] = np.float32(x[r0 + l, j])
 
 
-@jit
-def _f32_bits(f):
-    """The bit pattern of the float32 f, as uint32."""
-    a = np.empty(1, _F32)
-    a[0] = f
-    return a.view(np.uint32)[0]
+#: 2^112 = 2^(127 − 15): moves a float16 exponent field, shifted into float32 position, to
+#: float32's bias (exact for normal and subnormal float16, whose float32 values are normal)
+_HALF_TO_FLOAT = np.float32(2.0**112)
 
 
 @jit
-def _convert_half_rows(xh, r0, cnt, xsbits):
-    """xsbits[l, :] = the float32 bit pattern of the float16 whose bits are xh[r0 + l, :]
-    (exact: every float16, subnormals, ±inf and NaN included, is a float32)."""
+def _convert_half_rows(xh, r0, cnt, xs, xsbits):
+    """xs[l, :] = float32 of the float16 rows whose bits are xh[r0 + l, :] (xsbits: xs's
+    uint32 view). Exact, branch-free: the 15 magnitude bits shifted into place read as a
+    float32 that is the value times 2^−112; one exact multiply restores it; ±inf and NaN
+    (exponent field 31) get float32's all-ones exponent; then the sign bit."""
     d = xh.shape[1]
     for l in range(cnt):
         for j in range(d):
+            xsbits[l, j] = (np.uint32(xh[r0 + l, j]) & np.uint32(0x7FFF)) << np.uint32(13)
+        for j in range(d):
+            xs[l, j] = xs[l, j] * _HALF_TO_FLOAT
+        for j in range(d):
             h = np.uint32(xh[r0 + l, j])
-            sign = (h & np.uint32(0x8000)) << np.uint32(16)
-            e = (h >> np.uint32(10)) & np.uint32(0x1F)
-            mant = h & np.uint32(0x3FF)
-            if e == 0:  # zero or subnormal: mant · 2^−24, exact in float32
-                xsbits[l, j] = sign | _f32_bits(np.float32(mant) * np.float32(2.0**-24))
-            elif e == 31:
-                xsbits[l, j] = sign | np.uint32(0x7F800000) | (mant << np.uint32(13))
-            else:
-                xsbits[l, j] = sign | ((e + np.uint32(112)) << np.uint32(23)) | (mant << np.uint32(13))
+            special = (h & np.uint32(0x7C00)) == np.uint32(0x7C00)
+            mag = (np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))) if special else xsbits[l, j]
+            xsbits[l, j] = mag | ((h & np.uint32(0x8000)) << np.uint32(16))
 
 
 @kernel
@@ -136,7 +133,7 @@ def mse_quantize_any(x, xh, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms
             r0 = t * L
             cnt = min(L, n - r0)
             if half:
-                _convert_half_rows(xh, r0, cnt, xsbits)
+                _convert_half_rows(xh, r0, cnt, xs, xsbits)
             else:
                 _convert_rows(x, r0, cnt, xs)
             _quantize_tile(xs, xsbits, 0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
@@ -226,7 +223,7 @@ def prod_quantize_any(x, xh, sign0, m, fo, ff, pi, haar, thr, centroids, bits, p
             r0 = t * L
             cnt = min(L, n - r0)
             if half:
-                _convert_half_rows(xh, r0, cnt, xsbits)
+                _convert_half_rows(xh, r0, cnt, xs, xsbits)
             else:
                 _convert_rows(x, r0, cnt, xs)
             _prod_tile(xs, xsbits, 0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
