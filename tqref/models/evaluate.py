@@ -33,6 +33,8 @@ from .llama import LlamaModel, Timings
 _F32 = np.float32
 DEFAULT_TEXT = "jargon-file-essays.txt"
 DEFAULT_TOKENS = 1024
+#: prefill chunk (positions per forward call): bounds the exact caches' attention logits
+CHUNK = 1024
 
 
 def default_text() -> str:
@@ -102,13 +104,18 @@ class Result:
 
 
 def run_config(model: LlamaModel, ids: np.ndarray, config: cfgs.CacheConfig, *, seed=0, backend="numba",
-               capture: Capture | None = None):
-    """Logits (T, V), Timings and per-layer (key nMSE, value nMSE) of one configuration."""
+               capture: Capture | None = None, chunk: int = CHUNK):
+    """Logits (T, V), Timings, bits/coord and per-layer (key nMSE, value nMSE) of one configuration.
+
+    The pass is a prefill in chunks of ``chunk`` positions (each chunk's queries attend to
+    everything before them): the same logits as one call, with bounded temporaries.
+    """
     cf = model.config
     cache = model.new_cache(config, seed=seed, backend=backend)
     cap = Capture(cf.num_layers) if capture is None else capture
     timings = Timings()
-    logits = model.forward(ids, cache, timings=timings, capture=cap)
+    logits = np.concatenate([model.forward(ids[s:s + chunk], cache, start=s, timings=timings, capture=cap)
+                             for s in range(0, ids.size, chunk)])
     knmse, vnmse = [], []
     for layer in range(cf.num_layers):
         rec = reconstruct(cache, layer)
@@ -122,33 +129,44 @@ def run_config(model: LlamaModel, ids: np.ndarray, config: cfgs.CacheConfig, *, 
     return logits, timings, bits, knmse, vnmse
 
 
+def compare_logits(ids: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray, rows: int = 256):
+    """(perplexity, mean KL to the reference, top-1 agreement) from float32 logits (T, V).
+
+    log-softmax in float64, ``rows`` positions at a time (module docstring formulas).
+    """
+    n = ids.size
+    nll = kl = agree = 0.0
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        logp, ref = log_softmax(logits[s:e]), log_softmax(ref_logits[s:e])
+        targets = np.arange(s, min(e, n - 1))
+        nll -= float(np.sum(logp[targets - s, ids[targets + 1]]))
+        kl += float(np.sum(np.exp(ref) * (ref - logp)))
+        agree += float(np.sum(np.argmax(logits[s:e], -1) == np.argmax(ref_logits[s:e], -1)))
+    return float(np.exp(nll / (n - 1))), kl / n, agree / n
+
+
 def evaluate(model: LlamaModel, ids, configs, *, seed=0, backend="numba", progress=None, reference_capture=None):
     """[Result] for every configuration (parsed CacheConfigs), in order.
 
-    The exact float32 pass runs first (it is the reference of KL and top-1); its captured
-    q, k, v go into ``reference_capture`` (a Capture) when given. ``progress`` wraps the
-    iteration over configurations (e.g. tqref._progress.progress).
+    The exact float32 pass runs first (it is the reference of KL and top-1; its logits are
+    kept, float32 (T, V)); its captured q, k, v go into ``reference_capture`` (a Capture)
+    when given. ``progress`` wraps the iteration over configurations (tqref._progress).
     """
     ids = np.asarray(ids, np.int64)
     ref_config = cfgs.parse(cfgs.REFERENCE_CONFIG)
     todo = [ref_config] + [c for c in configs if c.name != ref_config.name]
     wanted = {c.name for c in configs}
-    results, ref_logp, ref_top = {}, None, None
+    results, ref_logits = {}, None
     for config in (progress(todo) if progress else todo):
         start = time.perf_counter()
         cap = reference_capture if (config is ref_config and reference_capture is not None) else None
         logits, timings, bits, knmse, vnmse = run_config(model, ids, config, seed=seed, backend=backend, capture=cap)
         seconds = time.perf_counter() - start
-        logp = log_softmax(logits)
-        top = np.argmax(logits, axis=-1)
-        if ref_logp is None:
-            ref_logp, ref_top = logp, top
-        nll = -logp[np.arange(ids.size - 1), ids[1:]]
-        kl = np.sum(np.exp(ref_logp) * (ref_logp - logp), axis=-1)
-        results[config.name] = Result(config.name, bits, float(np.exp(nll.mean())), float(kl.mean()),
-                                      float(np.mean(top == ref_top)), seconds, timings.attention, timings.append,
-                                      timings.rest,
-                                      knmse, vnmse)
+        ref_logits = logits if ref_logits is None else ref_logits
+        ppl, kl, top1 = compare_logits(ids, logits, ref_logits)
+        results[config.name] = Result(config.name, bits, ppl, kl, top1, seconds, timings.attention, timings.append,
+                                      timings.rest, knmse, vnmse)
     return [results[c.name] for c in configs if c.name in wanted]
 
 
