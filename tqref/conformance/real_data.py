@@ -34,7 +34,7 @@ import sys
 
 import numpy as np
 
-from . import encoding, schemas, spec
+from . import encoding, generate, schemas, spec
 from .generate import FileBuilder, _projection, _quantizer_test, header, mse_tolerance, prod_tolerance
 from .families import _kv_tolerance, register_all
 from ..reference import codebook as cb
@@ -228,15 +228,8 @@ def render(inputs: dict | None = None) -> dict:
 
 
 def write(out_dir, files: dict | None = None) -> dict:
-    out = pathlib.Path(out_dir)
-    files = render() if files is None else files
-    (out / "schemas").mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("*.json")) + list((out / "schemas").glob("*.json")):
-        if str(old.relative_to(out)) not in files:
-            old.unlink()
-    for rel, text in files.items():
-        (out / rel).write_text(text, encoding="utf-8")
-    return files
+    """Write the real-v1 files into ``out_dir`` (the same writer as v1's)."""
+    return generate.write(out_dir, render() if files is None else files)
 
 
 def main(argv=None) -> int:
