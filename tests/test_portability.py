@@ -31,6 +31,7 @@ EXACTNESS_TESTS = (
     "tests/reference/test_prng.py",
     "tests/conformance/test_generate.py",
     "tests/conformance/test_verify.py",
+    "tests/models/test_real_vectors.py",
     "tests/backends/test_numba_mse.py",
     "tests/backends/test_numba_prod.py",
 )
