@@ -321,9 +321,42 @@ def pack_words(builder, word, idx, j0, bits):
     word.store(0, total)
 
 
+def _host_has_avx512() -> bool:
+    """True when Numba compiles for this machine's CPU and it has AVX-512F (a one-instruction
+    16-entry table lookup, vpermps); NUMBA_CPU_NAME/FEATURES (portable caches) opt out."""
+    from numba.core import config
+
+    if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
+        return False
+    try:
+        import llvmlite.binding as llvm
+
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    except Exception:
+        return False
+
+
+_PERMUTE = TILE == 16 and _host_has_avx512()
+
+
 def _select_tree(builder, buf, j0, wv, table, bits):
-    """buf[j0 + k, l] = table[(wv[l] >> bits·k) & (2^bits − 1)] for k < 8 (wv <TILE x i32>)."""
+    """buf[j0 + k, l] = table[(wv[l] >> bits·k) & (2^bits − 1)] for k < 8 (wv <TILE x i32>).
+
+    With AVX-512 each row is one permute of the ≤ 16-entry table by the lane indices;
+    otherwise a binary tree of selects on the index bits. Either way the stored values are
+    table entries, so the results are identical."""
     i32v = wv.type
+    if _PERMUTE:
+        tab = ir.Constant(_VEC, [0.0] * TILE)
+        for t in range(1 << bits):
+            tab = builder.insert_element(tab, builder.load(table.ptr(t)), ir.Constant(ir.IntType(32), t))
+        perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC, i32v]),
+                                              "llvm.x86.avx512.permvar.sf.512")
+        mask = ir.Constant(i32v, [(1 << bits) - 1] * TILE)
+        for k in range(8):
+            idx = builder.and_(builder.lshr(wv, ir.Constant(i32v, [bits * k] * TILE)), mask)
+            buf.store(builder.add(j0, ir.Constant(j0.type, k)), builder.call(perm, [tab, idx]))
+        return
     consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
     zero = ir.Constant(i32v, [0] * TILE)
     for k in range(8):
@@ -466,3 +499,30 @@ def row_exp_sub(builder, buf, p, m):
     for lane in range(1, TILE):
         total = builder.fadd(total, builder.extract_element(out, ir.Constant(ir.IntType(32), lane)))
     return total
+
+
+def _acc_rows_pair(n):
+    @_primitive(_is_tile, types.intp, types.intp, _is_tile, _is_tile, types.intp, _is_tile, types.intp, types.intp)
+    def accumulate(builder, acc, a0, stride, tile_a, tile_b, d, lanes, la, lb):
+        """acc[a0 + k·stride + j, :] += tile_a[j, :] · lanes[la + k, :] + … then
+        + tile_b[j, :] · lanes[lb + k, :] (two sums, in that order) for j < d, k < n: two
+        decoded tiles per pass over the accumulators, which are read and written half as
+        often as with acc_rows."""
+        wa = [lanes.load(builder.add(la, ir.Constant(la.type, k))) for k in range(n)]
+        wb = [lanes.load(builder.add(lb, ir.Constant(lb.type, k))) for k in range(n)]
+        with cgutils.for_range(builder, d) as loop:
+            j = loop.index
+            va = tile_a.load(j)
+            vb = tile_b.load(j)
+            for k in range(n):
+                row = builder.add(builder.add(a0, builder.mul(stride, ir.Constant(a0.type, k))), j)
+                qa = acc.ptr(row)
+                x = builder.fadd(_vload(builder, qa), builder.fmul(va, wa[k]))
+                _vstore(builder, builder.fadd(x, builder.fmul(vb, wb[k])), qa)
+
+    accumulate.__name__ = f"acc_rows{n}_pair"
+    return accumulate
+
+
+acc_rows1_pair = _acc_rows_pair(1)
+acc_rows4_pair = _acc_rows_pair(4)

@@ -50,6 +50,17 @@ def _dot(out, o0, q, tile, nr, d):
         r += 1
 
 
+@jit
+def _value_tile(vidx, t0, cnt, bits, d, table, vtile, rowbuf, word, vn, vnl, sc, base, nr):
+    """Decode the value tile of tokens t0 .. t0+cnt and turn the rows' p into p · ‖v‖ (lanes
+    past cnt weigh 0)."""
+    T.unpack_tile(vidx, t0, cnt, bits, d, table, vtile, rowbuf, word)
+    for u in range(L):
+        vnl[u] = vn[t0 + u] if u < cnt else np.float32(0.0)
+    for r in range(nr):
+        S.row_mul_lanes(sc, base + r, vnl)
+
+
 @kernel
 def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_idx, val_norms,
                   key_table, key_bits, val_table, val_bits, kappa, prod_mode, scale,
@@ -69,6 +80,7 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
         ktile = np.empty((pad, L), _F32)
         ztile = np.empty((pad, L), _F32)
         vtile = np.empty((pad, L), _F32)
+        vtile2 = np.empty((pad, L), _F32)
         rowbuf = np.empty((L, d), _F32)
         word = np.empty(L, np.uint64)
         qloc = np.empty((rmax, d), _F32)
@@ -163,21 +175,27 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                         for k in range(ntiles):
                             sc[k * rmax + r] = 0.0
                     lsum[r] += tot
-                # 3. values, one value tile shared by every row: acc += c_v · (p · ‖v‖)
-                for t0 in range(c0, c1, L):
-                    cnt = min(L, c1 - t0)
+                # 3. values, two value tiles per pass, shared by every row: acc += c_v · (p · ‖v‖)
+                for t0 in range(c0, c1, 2 * L):
+                    pair = t0 + L < c1
                     base = (t0 - c0) // L * rmax
-                    T.unpack_tile(vidx, t0, cnt, val_bits, d, val_table, vtile, rowbuf, word)
-                    for u in range(L):
-                        vnl[u] = vn[t0 + u] if u < cnt else np.float32(0.0)
-                    for r in range(nr):
-                        S.row_mul_lanes(sc, base + r, vnl)
+                    _value_tile(vidx, t0, min(L, c1 - t0), val_bits, d, val_table, vtile, rowbuf, word, vn, vnl,
+                                sc, base, nr)
+                    if pair:
+                        _value_tile(vidx, t0 + L, min(L, c1 - t0 - L), val_bits, d, val_table, vtile2, rowbuf,
+                                    word, vn, vnl, sc, base + rmax, nr)
                     r = 0
                     while r + 4 <= nr:
-                        S.acc_rows4(acc16, r * d, d, vtile, d, sc, base + r)
+                        if pair:
+                            S.acc_rows4_pair(acc16, r * d, d, vtile, vtile2, d, sc, base + r, base + rmax + r)
+                        else:
+                            S.acc_rows4(acc16, r * d, d, vtile, d, sc, base + r)
                         r += 4
                     while r < nr:
-                        S.acc_rows1(acc16, r * d, d, vtile, d, sc, base + r)
+                        if pair:
+                            S.acc_rows1_pair(acc16, r * d, d, vtile, vtile2, d, sc, base + r, base + rmax + r)
+                        else:
+                            S.acc_rows1(acc16, r * d, d, vtile, d, sc, base + r)
                         r += 1
             for r in range(nr):
                 i = i0 + r // grp
