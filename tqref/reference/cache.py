@@ -516,7 +516,10 @@ class KVCache:
         if fn is None:
             raise ValueError(f"backend: {self.backend.name!r} has no attend(); use backend='reference'")
         a = self._f32(layer)
-        q_rot = estimators.rotate_queries(q32.reshape(-1, self.head_dim), self.key_plan).reshape(q32.shape)
+        rows = q32.reshape(-1, self.head_dim)
+        # the rotations are exact: a backend's own (numba: bit-identical kernels) or the reference's
+        fwd, inv = getattr(self.backend, "rotate", None), getattr(self.backend, "rotate_inverse", None)
+        q_rot = (fwd(rows, self.key_plan) if fwd else estimators.rotate_queries(rows, self.key_plan)).reshape(q32.shape)
         eff_scale = float(scale) / self.key_alpha if self.debiased else float(scale)
         value_scale = 1.0 / self.value_alpha if self.debiased_values else 1.0
         res = fn(q_rot, a["key_indices"], a["key_norms"], a["value_indices"], a["value_norms"],
@@ -524,7 +527,8 @@ class KVCache:
                  key_gammas=a.get("key_gammas"), scale=eff_scale, value_scale=value_scale,
                  group_size=group, causal=bool(causal), start=start, lag=lag, return_lse=bool(return_lse))
         out_rot, lse = res if return_lse else (res, None)
-        out = rot.rotate_inverse(np.asarray(out_rot, _F32).reshape(-1, self.head_dim),
-                                 self.value_plan.rotation, self.value_plan.seed)
+        out_rows = np.asarray(out_rot, _F32).reshape(-1, self.head_dim)
+        out = (inv(out_rows, self.value_plan) if inv else
+               rot.rotate_inverse(out_rows, self.value_plan.rotation, self.value_plan.seed))
         out = out.reshape(q32.shape).astype(_F32, copy=False)
         return (out, np.asarray(lse, _F32)) if return_lse else out

@@ -163,6 +163,15 @@ class NumbaBackend:
         fn(x, kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, out, chunks)
         return out
 
+    def rotate_inverse(self, y, plan):
+        """Πᵀ y for float32 rows (n, d) (rotation.rotate_inverse, bit-identical)."""
+        y = _f32(y)
+        kp = kernel_plan(plan)
+        out = np.empty_like(y)
+        fn, chunks = self._launch(K.rotate_inverse_rows, y.shape[0])
+        fn(y, kp.m, kp.inv_pre, kp.inv_offsets, kp.inv_factors, kp.pi_t, kp.haar, out, chunks)
+        return out
+
     def nearest_index(self, values, boundaries):
         """codebook.nearest_index of float32 values (n, d) against float64 boundaries (K − 1,)
         through the kernels' float32 thresholds (_plan.thresholds)."""

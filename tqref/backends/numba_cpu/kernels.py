@@ -296,6 +296,25 @@ def rotate_rows(x, sign0, m, fo, ff, pi, haar, out, nchunks):
                     out[r0 + q, j] = y[j, q]
 
 
+@kernel
+def rotate_inverse_rows(y, m, ip, io, if_, pi_t, haar, out, nchunks):
+    """rotation.rotate_inverse of rows: y (n, d) -> out (n, d) (Πᵀ y, the dequantizer's step)."""
+    n, d = y.shape
+    ntiles = (n + L - 1) // L
+    for c in prange(nchunks):
+        buf = np.empty((d, L), _F32)
+        buf2 = np.empty((d, L), _F32)
+        acc = np.empty((4, LANES, L), _F32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            r0 = t * L
+            cnt = min(L, n - r0)
+            T.load_rows(y, r0, cnt, buf)
+            xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
+            for q in range(cnt):
+                for j in range(d):
+                    out[r0 + q, j] = xh[j, q]
+
+
 @jit_inline
 def _regroup(src, sbits, dst, dbits, groups):
     """The LSB-first bit stream of src's sbits-bit fields, cut again into dbits-bit fields of
