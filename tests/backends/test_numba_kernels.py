@@ -106,3 +106,14 @@ def test_serial_and_parallel_variants_have_separate_cache_entries():
                 assert obj.serial.py_func.__qualname__ != obj.parallel.py_func.__qualname__
                 assert obj.parallel.targetoptions.get("parallel")
     assert found >= 10
+
+
+@settings(max_examples=25, deadline=None)
+@given(dim=DIMS, seed=SEEDS, kind=ROTATIONS, rows=st.integers(1, 40))
+def test_rotate_inverse_rows_bit_identical(dim, seed, kind, rows):
+    """NumbaBackend.rotate_inverse (used by KVCache.attend for its outputs) equals
+    rotation.rotate_inverse bit for bit, as rotate equals rotation.rotate."""
+    plan = mse_plan(dim, 3, seed, kind)
+    y = make_input("mixed", rows, dim, seed % 1000)
+    assert_same(NB.rotate_inverse(y, plan), rotation.rotate_inverse(y, plan.rotation, plan.seed), "rotate_inverse")
+    assert_same(NB.rotate(y, plan), rotation.rotate(y, plan.rotation, plan.seed), "rotate")
