@@ -11,7 +11,7 @@ Public API (everything else may change):
 """
 
 from . import backends  # callable: tqref.backends() lists the available backends
-from .reference.cache import KVCache
+from .cache import KVCache
 from .quantizers import MSECodes, ProdCodes, TurboQuantMSE, TurboQuantProd, lloyd_max, pack_bits, unpack_bits
 
 __version__ = "0.1.0"

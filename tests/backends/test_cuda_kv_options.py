@@ -11,7 +11,7 @@ from _cuda_support import load_backend
 load_backend()
 
 from tqref.kv import OutlierSpec  # noqa: E402
-from tqref.reference.cache import KVCache  # noqa: E402
+from tqref.cache import KVCache  # noqa: E402
 
 OPTIONS = [dict(residual_length=3, sink_tokens=1, layer_bits={0: (4, 2), 1: "float16"}),
            dict(outliers=OutlierSpec(calibration_tokens=3))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tqref.kv import outliers as om
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 from cache_helpers import EPS32, plain_attention
 

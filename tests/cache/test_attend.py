@@ -11,7 +11,7 @@ import pytest
 
 from tqref.backends import get as get_backend
 from tqref.reference import attention, estimators, rotation
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 from cache_helpers import data, plain_attention, tolerance
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tqref.reference import attention
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 from cache_helpers import EPS32, data, tolerance
 

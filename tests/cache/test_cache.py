@@ -8,7 +8,7 @@ import pytest
 
 import tqref
 from tqref.reference import estimators, packing
-from tqref.reference.cache import GROWTH_MIN, KVCache, grown_capacity
+from tqref.cache import GROWTH_MIN, KVCache, grown_capacity
 
 from cache_helpers import assert_same_state, data, snapshot
 

@@ -13,7 +13,7 @@ import pytest
 
 from tqref.commands import evaluate_attention as command
 from tqref.evaluation import attention_fidelity as af
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 TINY = af.Settings(contexts=(96,), bits=(2,), head_dim=32, num_queries=8, num_kv_heads=1)
 

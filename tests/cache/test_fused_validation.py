@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 from cache_helpers import assert_same_state, snapshot
 

@@ -10,7 +10,7 @@ from tqref.kv import PRESETS, OutlierSpec
 from tqref.kv import outliers as om
 from tqref.kv import window as win
 from tqref.reference import packing
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 from cache_helpers import assert_same_state, data, snapshot
 import kv_options_helpers as kh

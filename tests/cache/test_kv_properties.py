@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tqref.kv import OutlierSpec
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 import kv_options_helpers as kh
 

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 
 from cache_helpers import plain_attention, tolerance
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tqref
-from tqref.reference.cache import KVCache
+from tqref.cache import KVCache
 from tqref.reference.plan import FLOAT16_MAX, FLOAT16_NORMAL_MIN
 
 from cache_helpers import assert_same_state, snapshot

@@ -45,7 +45,7 @@ def _have(module: str) -> bool:
 
 
 def _kv_available() -> bool:
-    return _have("tqref.reference.cache") and hasattr(importlib.import_module("tqref"), "KVCache")
+    return _have("tqref.cache") and hasattr(importlib.import_module("tqref"), "KVCache")
 
 
 KV_TYPE = TestType(

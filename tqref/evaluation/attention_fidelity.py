@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from ..reference import attention, estimators
-from ..reference.cache import KVCache
+from ..cache import KVCache
 
 #: (label, KVCache keyword arguments)
 VARIANTS = {

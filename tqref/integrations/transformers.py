@@ -55,7 +55,7 @@ import re
 
 import numpy as np
 
-from ..reference.cache import KVCache
+from ..cache import KVCache
 
 #: how to install what this module needs
 INSTALL_HINT = 'pip install "tqref[hf]"'

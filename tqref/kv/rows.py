@@ -1,7 +1,7 @@
 """An append-only, front-droppable array of per-token rows with amortised growth.
 
 Shape (B, H, capacity) + row, positions ``offset .. offset + length − 1`` of axis 2 in use.
-``extend`` appends at the end (growing with :func:`tqref.reference.cache.grown_capacity`, the
+``extend`` appends at the end (growing with :func:`tqref.cache.grown_capacity`, the
 cache's one growth rule, after moving the live rows to the front); ``drop_front`` forgets the
 oldest rows in O(1). Used for the float16 tier (window.py) and the per-token outlier masks
 (outliers.py).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference.cache import grown_capacity
+from ..cache import grown_capacity
 
 
 class Rows:

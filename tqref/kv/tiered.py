@@ -115,7 +115,7 @@ class Tiered:
 
     # ------------------------------------------------------------------ state
     def _make_cache(self, dim: int, key_bits: int, value_bits: int):
-        from ..reference.cache import KVCache  # the plain cache (no options): no recursion
+        from ..cache import KVCache  # the plain cache (no options): no recursion
         return KVCache(1, self.cache.num_kv_heads, dim, key_bits=key_bits, value_bits=value_bits, **self._inner)
 
     def _make_layer(self, bits) -> _Layer:

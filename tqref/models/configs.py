@@ -64,7 +64,7 @@ def _build_block(head, kwargs, layers, heads, dim, seed, backend):
 
 
 def _build_turboquant(head, kwargs, layers, heads, dim, seed, backend):
-    from ..reference.cache import KVCache
+    from ..cache import KVCache
 
     if head == "paper":
         if "outliers" not in kwargs:

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ..reference import prod
-from ..reference.cache import KVCache
+from ..cache import KVCache
 from . import configs as cfgs
 from .llama import LlamaModel, Timings
 

@@ -1,5 +1,8 @@
 """A compressed key/value cache with the semantics of turboquant-rs's ``TqCache`` (docs/kv-cache.md).
 
+The product layer over tqref/reference: validation, storage growth and backend dispatch
+(tqref/reference holds only the normative steps and imports nothing from here).
+
 One :class:`KVCache` holds, for each layer, the TurboQuant codes of every cached key and value
 vector, and answers the two questions an inference loop asks:
 
@@ -50,11 +53,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _validate as v
-from .. import backends
-from . import attention, codebook as cb, estimators, packing, qjl
-from . import rotation as rot
-from .plan import NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
+from . import _validate as v
+from . import backends
+from .reference import attention, codebook as cb, estimators, packing, qjl
+from .reference import rotation as rot
+from .reference.plan import NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
 
 MODES = ("mse", "prod")
 #: growth rule: new capacity = needed + max(needed // GROWTH_DIVISOR, GROWTH_MIN)
@@ -162,7 +165,7 @@ class KVCache:
         self.batch_size = None  # fixed by the first append, cleared by reset()
         self._tiers = None  # tqref.kv.tiered.Tiered when any option of tqref/kv is used
         if residual_length != 0 or sink_tokens != 0 or outliers is not None or layer_bits is not None:
-            from ..kv.tiered import Tiered
+            from .kv.tiered import Tiered
             self._tiers = Tiered(self, residual_length=residual_length, sink_tokens=sink_tokens,
                                  outliers=outliers, layer_bits=layer_bits)
 
@@ -278,8 +281,7 @@ class KVCache:
             raw["key_indices"], raw["key_norms"] = packed, norms
             raw["value_indices"], raw["value_norms"] = self.backend.mse_quantize(v_.reshape(-1, d), self.value_plan)
         for name, x, norms in (("k", k, raw["key_norms"]), ("v", v_, raw["value_norms"])):
-            if not np.isfinite(norms).all():
-                v.as_float32_rows(name, x, d)  # raises for NaN, inf or a float64 overflow
+            v.check_norms(name, x, d, norms)  # raises for NaN, inf or a float64 overflow
         out = {name: arr.reshape(lead + arr.shape[1:]) for name, arr in raw.items() if arr.ndim == 2}
         if self.mode == "prod":
             out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(raw["key_gammas"], _F32).reshape(lead))
