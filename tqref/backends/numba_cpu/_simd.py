@@ -398,6 +398,44 @@ def _unpack_rows(bits):
     return fn
 
 
+def _unpack_segment(bits):
+    @_primitive(_is_tile, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile)
+    def fn(builder, buf, j0, packed, r0, col, table):
+        """unpack_rows for 16 consecutive groups (128 indices) at once: the 16·bits bytes
+        packed[r0 + l, col : col + 16·bits], l < TILE (all rows present, col + 16·bits ≤ row
+        length), are loaded as one vector per row and transposed into 32-bit words per lane
+        (shuffles, instead of one scalar insert per row and group); group g's 8·bits bits
+        start at bit 8·bits·g of the lane's run (two words joined where they straddle)."""
+        nwords = 4 * bits
+        i32 = ir.IntType(32)
+        i32v = ir.VectorType(i32, TILE)
+        widen = ir.Constant(ir.VectorType(i32, TILE), list(range(nwords)) + [nwords] * (TILE - nwords))
+        rows = []
+        for lane in range(TILE):
+            ptr = packed.ptr(builder.add(r0, ir.Constant(r0.type, lane)), col)
+            w = builder.load(builder.bitcast(ptr, ir.PointerType(ir.VectorType(i32, nwords))), align=1)
+            rows.append(builder.shuffle_vector(w, ir.Constant(w.type, [0] * nwords), widen))
+        cols = _transpose_values(builder, rows)  # cols[e][l] = word e of lane l's run
+        for g in range(16):
+            off = 8 * bits * g
+            k, s = divmod(off, 32)
+            wv = cols[k]
+            if s:
+                wv = builder.lshr(wv, ir.Constant(i32v, [s] * TILE))
+            if s + 8 * bits > 32:
+                wv = builder.or_(wv, builder.shl(cols[k + 1], ir.Constant(i32v, [32 - s] * TILE)))
+            _select_tree(builder, buf, builder.add(j0, ir.Constant(j0.type, 8 * g)), wv, table, bits)
+
+    fn.__name__ = f"unpack_segment_{bits}"
+    return fn
+
+
+unpack_segment_1 = _unpack_segment(1)
+unpack_segment_2 = _unpack_segment(2)
+unpack_segment_3 = _unpack_segment(3)
+unpack_segment_4 = _unpack_segment(4)
+
+
 unpack_rows_1 = _unpack_rows(1)
 unpack_rows_2 = _unpack_rows(2)
 unpack_rows_3 = _unpack_rows(3)

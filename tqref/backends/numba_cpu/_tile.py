@@ -301,7 +301,19 @@ def unpack_tile(packed, r0, cnt, bits, d, table, buf, rowbuf, word):
     groups = (d + 7) // 8
     nbytes = packed.shape[1]
     if bits <= 4:
-        for g in range(groups):
+        g0 = 0
+        if cnt == L:  # whole tile: runs of 16 groups through one transpose
+            while g0 + 16 <= groups and bits * (g0 + 16) <= nbytes:
+                if bits == 1:
+                    S.unpack_segment_1(buf, 8 * g0, packed, r0, bits * g0, table)
+                elif bits == 2:
+                    S.unpack_segment_2(buf, 8 * g0, packed, r0, bits * g0, table)
+                elif bits == 3:
+                    S.unpack_segment_3(buf, 8 * g0, packed, r0, bits * g0, table)
+                else:
+                    S.unpack_segment_4(buf, 8 * g0, packed, r0, bits * g0, table)
+                g0 += 16
+        for g in range(g0, groups):
             col = bits * g
             if cnt == L and col + 4 <= nbytes:  # whole tile: 32-bit words straight to a register
                 if bits == 1:
