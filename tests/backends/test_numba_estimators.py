@@ -166,3 +166,35 @@ def test_attend_splits_and_row_blocks_match_reference(kind, G, Lq, T, start, lag
     assert np.max(np.abs(want - got)) <= 1e-4 * np.max(np.abs(want))
     serial = NumbaBackend(parallel=False).attend(*args, **kw)  # one split, one thread
     assert np.max(np.abs(serial[0] - got)) <= 1e-4 * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("kind, kbits, vbits, G, Lq, T, d, start, lag, causal", [
+    ("mse", 3, 3, 4, 1, 1000, 128, 0, 0, True),  # decode: four rows per group in registers
+    ("prod", 3, 1, 5, 1, 613, 128, 21, 0, False),  # 4 + 1 rows, 1-bit values, partial last tile
+    ("mse", 4, 4, 3, 7, 530, 256, 0, 2, True),  # prefill rows, two runs of 16 groups, 4-bit values
+    ("mse", 2, 2, 4, 2, 300, 128, 0, 0, False),
+])
+def test_attend_whole_tile_runs_match_reference(kind, kbits, vbits, G, Lq, T, d, start, lag, causal):
+    """d a multiple of 128 and value codes ≤ 4 bits: whole tiles are decoded from 16-group
+    runs (_simd.segment_words) and the values of a chunk summed in registers
+    (_values_in_registers); the chunk's partial last tile takes the per-tile path."""
+    B, H = 1, 2
+    rng = np.random.default_rng(T + d + vbits)
+    kplan = prod_plan(d, kbits + 1, 5) if kind == "prod" else mse_plan(d, kbits, 5)
+    vplan = mse_plan(d, vbits, 5)
+    k = rng.standard_normal((B * H * T, d)).astype(np.float32)
+    kw = dict(scale=0.1, value_scale=0.5, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
+    if kind == "prod":
+        kidx, knorm, ks, kg = REF.prod_quantize(k, kplan)
+        kw.update(key_signs=ks.reshape(B, H, T, -1), key_gammas=kg.reshape(B, H, T))
+    else:
+        kidx, knorm = REF.mse_quantize(k, kplan)
+    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
+    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
+    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
+            vnorm.reshape(B, H, T), kplan, vplan)
+    (want, want_lse), (got, got_lse) = REF.attend(*args, **kw), NB.attend(*args, **kw)
+    np.testing.assert_allclose(got_lse, want_lse, rtol=1e-5, atol=1e-4)
+    assert np.max(np.abs(want - got)) <= 1e-4 * np.max(np.abs(want))
+    serial = NumbaBackend(parallel=False).attend(*args, **kw)
+    assert np.max(np.abs(serial[0] - got)) <= 1e-4 * np.max(np.abs(want))

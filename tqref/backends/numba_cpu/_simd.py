@@ -398,36 +398,122 @@ def _unpack_rows(bits):
     return fn
 
 
+def _segment_words(builder, packed, r0, col, bits):
+    """The 16 group words (8·bits bits each, in the low bits of 32-bit lanes) of the 16·bits
+    bytes packed[r0 + l, col : col + 16·bits], l < TILE (all rows present, col + 16·bits ≤
+    row length): one vector load per row, then a transpose into 32-bit words per lane
+    (shuffles, instead of one scalar insert per row and group); group g starts at bit
+    8·bits·g of the lane's run (two words joined where it straddles)."""
+    nwords = 4 * bits
+    i32 = ir.IntType(32)
+    i32v = ir.VectorType(i32, TILE)
+    widen = ir.Constant(ir.VectorType(i32, TILE), list(range(nwords)) + [nwords] * (TILE - nwords))
+    rows = []
+    for lane in range(TILE):
+        ptr = packed.ptr(builder.add(r0, ir.Constant(r0.type, lane)), col)
+        w = builder.load(builder.bitcast(ptr, ir.PointerType(ir.VectorType(i32, nwords))), align=1)
+        rows.append(builder.shuffle_vector(w, ir.Constant(w.type, [0] * nwords), widen))
+    cols = _transpose_values(builder, rows)  # cols[e][l] = word e of lane l's run
+    out = []
+    for g in range(16):
+        k, s = divmod(8 * bits * g, 32)
+        wv = cols[k]
+        if s:
+            wv = builder.lshr(wv, ir.Constant(i32v, [s] * TILE))
+        if s + 8 * bits > 32:
+            wv = builder.or_(wv, builder.shl(cols[k + 1], ir.Constant(i32v, [32 - s] * TILE)))
+        out.append(wv)
+    return out
+
+
 def _unpack_segment(bits):
     @_primitive(_is_tile, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile)
     def fn(builder, buf, j0, packed, r0, col, table):
-        """unpack_rows for 16 consecutive groups (128 indices) at once: the 16·bits bytes
-        packed[r0 + l, col : col + 16·bits], l < TILE (all rows present, col + 16·bits ≤ row
-        length), are loaded as one vector per row and transposed into 32-bit words per lane
-        (shuffles, instead of one scalar insert per row and group); group g's 8·bits bits
-        start at bit 8·bits·g of the lane's run (two words joined where they straddle)."""
-        nwords = 4 * bits
-        i32 = ir.IntType(32)
-        i32v = ir.VectorType(i32, TILE)
-        widen = ir.Constant(ir.VectorType(i32, TILE), list(range(nwords)) + [nwords] * (TILE - nwords))
-        rows = []
-        for lane in range(TILE):
-            ptr = packed.ptr(builder.add(r0, ir.Constant(r0.type, lane)), col)
-            w = builder.load(builder.bitcast(ptr, ir.PointerType(ir.VectorType(i32, nwords))), align=1)
-            rows.append(builder.shuffle_vector(w, ir.Constant(w.type, [0] * nwords), widen))
-        cols = _transpose_values(builder, rows)  # cols[e][l] = word e of lane l's run
-        for g in range(16):
-            off = 8 * bits * g
-            k, s = divmod(off, 32)
-            wv = cols[k]
-            if s:
-                wv = builder.lshr(wv, ir.Constant(i32v, [s] * TILE))
-            if s + 8 * bits > 32:
-                wv = builder.or_(wv, builder.shl(cols[k + 1], ir.Constant(i32v, [32 - s] * TILE)))
+        """unpack_rows for 16 consecutive groups (128 indices) at once, from _segment_words."""
+        for g, wv in enumerate(_segment_words(builder, packed, r0, col, bits)):
             _select_tree(builder, buf, builder.add(j0, ir.Constant(j0.type, 8 * g)), wv, table, bits)
 
     fn.__name__ = f"unpack_segment_{bits}"
     return fn
+
+
+def _is_words(t):
+    return isinstance(t, types.Array) and t.dtype == types.uint32 and t.layout == "C" and t.ndim == 2
+
+
+@_primitive(_is_words, types.intp, _is_bytes2d, types.intp, types.intp, types.intp)
+def segment_words(builder, words, w0, packed, r0, col, bits):
+    """words[w0 + g, :] = _segment_words(packed, r0, col, bits)[g] for g < 16 (bits ≤ 4)."""
+    for b in range(1, 5):
+        with cgutils.if_unlikely(builder, builder.icmp_signed("==", bits, ir.Constant(bits.type, b))):
+            for g, wv in enumerate(_segment_words(builder, packed, r0, col, b)):
+                words.store(builder.add(w0, ir.Constant(w0.type, g)), wv)
+
+
+def _lookup(builder, table, idx, bits):
+    """table[idx] on lanes (idx <TILE x i32>, entries < 2^bits): a permute on AVX-512
+    hosts, a select tree on the index bits elsewhere."""
+    i32v = idx.type
+    if _PERMUTE:
+        tab = ir.Constant(_VEC, [0.0] * TILE)
+        for t in range(1 << bits):
+            tab = builder.insert_element(tab, builder.load(table.ptr(t)), ir.Constant(ir.IntType(32), t))
+        perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC, i32v]),
+                                              "llvm.x86.avx512.permvar.sf.512")
+        return builder.call(perm, [tab, idx])
+    level = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
+    zero = ir.Constant(i32v, [0] * TILE)
+    for bit in range(bits):
+        flag = builder.icmp_unsigned("!=", builder.and_(idx, ir.Constant(i32v, [1 << bit] * TILE)), zero)
+        level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
+    return level[0]
+
+
+#: fast-math flag that lets LLVM fuse a multiply and the add using it into one FMA — for
+#: attention's float sums only (never in a kernel whose result feeds a quantization decision)
+_CONTRACT = ("contract",)
+
+
+def _value_rows(n, bits):
+    @_primitive(_is_tile, types.intp, types.intp, _is_words, types.intp, types.intp, types.intp, _is_tile,
+                _is_tile, types.intp, types.intp)
+    def fn(builder, acc, a0, stride, words, w0, wstep, ntiles, table, lanes, lr, lstride):
+        """acc[a0 + r·stride + k, :] += Σ_t table[index k of words[w0 + t·wstep]] ·
+        lanes[lr + t·lstride + r, :] for r < n, k < 8, t < ntiles: the values of one group
+        of 8 coordinates over ``ntiles`` tiles (each word decoded here, never stored), with
+        the n × 4 sums of a half group held in registers across the tiles (multiply-adds
+        may be fused: attention only)."""
+        i32v = ir.VectorType(ir.IntType(32), TILE)
+        mask = ir.Constant(i32v, [(1 << bits) - 1] * TILE)
+        zero = ir.Constant(_VEC, [0.0] * TILE)
+        for half in range(2):
+            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(n)]
+            with cgutils.for_range(builder, ntiles) as loop:
+                t = loop.index
+                wv = words.load(builder.add(w0, builder.mul(t, wstep)), i32v)
+                lbase = builder.add(lr, builder.mul(t, lstride))
+                w = [lanes.load(builder.add(lbase, ir.Constant(lbase.type, r))) for r in range(n)]
+                for k in range(4):
+                    sh = bits * (4 * half + k)
+                    idx = builder.and_(builder.lshr(wv, ir.Constant(i32v, [sh] * TILE)), mask) if sh else \
+                        builder.and_(wv, mask)
+                    v = _lookup(builder, table, idx, bits)
+                    for r in range(n):
+                        prod = builder.fmul(v, w[r], flags=_CONTRACT)
+                        builder.store(builder.fadd(builder.load(sums[r][k]), prod, flags=_CONTRACT), sums[r][k])
+            for r in range(n):
+                for k in range(4):
+                    row = builder.add(builder.add(a0, builder.mul(stride, ir.Constant(a0.type, r))),
+                                      ir.Constant(a0.type, 4 * half + k))
+                    qa = acc.ptr(row)
+                    _vstore(builder, builder.fadd(_vload(builder, qa), builder.load(sums[r][k])), qa)
+
+    fn.__name__ = f"value_rows{n}_{bits}"
+    return fn
+
+
+value_rows4_1, value_rows4_2, value_rows4_3, value_rows4_4 = (_value_rows(4, b) for b in range(1, 5))
+value_rows1_1, value_rows1_2, value_rows1_3, value_rows1_4 = (_value_rows(1, b) for b in range(1, 5))
 
 
 unpack_segment_1 = _unpack_segment(1)

@@ -61,6 +61,43 @@ def _value_tile(vidx, t0, cnt, bits, d, table, vtile, rowbuf, word, vn, vnl, sc,
         S.row_mul_lanes(sc, base + r, vnl)
 
 
+@jit
+def _value_group(acc, a0, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, four):
+    """One group of 8 coordinates for rows r .. r+4 (``four``) or row r: _simd.value_rows."""
+    if four:
+        if bits == 1:
+            S.value_rows4_1(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+        elif bits == 2:
+            S.value_rows4_2(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+        elif bits == 3:
+            S.value_rows4_3(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+        else:
+            S.value_rows4_4(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+    elif bits == 1:
+        S.value_rows1_1(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+    elif bits == 2:
+        S.value_rows1_2(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+    elif bits == 3:
+        S.value_rows1_3(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+    else:
+        S.value_rows1_4(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
+
+
+@jit
+def _values_in_registers(acc16, nr, d, words, vgroups, nfull, table, bits, sc, rmax):
+    """acc16[r·d + j, :] += Σ_k c_v[k, j] · sc[k·rmax + r, :] over the chunk's first nfull
+    (whole) tiles k, whose group words are in ``words`` (row k·vgroups + g): group by
+    group, the sums of four rows stay in registers across all the tiles."""
+    for g in range(vgroups):
+        r = 0
+        while r + 4 <= nr:
+            _value_group(acc16, r * d + 8 * g, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, True)
+            r += 4
+        while r < nr:
+            _value_group(acc16, r * d + 8 * g, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, False)
+            r += 1
+
+
 @kernel
 def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_idx, val_norms,
                   key_table, key_bits, val_table, val_bits, kappa, prod_mode, scale,
@@ -73,6 +110,8 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
     items = nb * nh * nblocks * splits
     rmax = rows_q * grp
     pad = (d + 7) // 8 * 8
+    vgroups = (d + 7) // 8
+    fast_v = val_bits <= 4 and vgroups % 16 == 0  # whole tiles in runs of 16 groups (_values_in_registers)
     pm = np.empty(2, _F32)
     pm[0] = -1.0
     pm[1] = 1.0
@@ -94,6 +133,7 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
         m = np.empty(rmax, _F32)
         lsum = np.empty(rmax, _F32)
         hi = np.empty(rmax, np.int64)
+        words = np.empty((CHUNK // L * vgroups, L), np.uint32)  # group words of the chunk's value tiles
         for item in range(c, items, nchunks):  # strided: causal items of unequal work mix
             s = item % splits
             rest = item // splits
@@ -175,8 +215,21 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                         for k in range(ntiles):
                             sc[k * rmax + r] = 0.0
                     lsum[r] += tot
-                # 3. values, two value tiles per pass, shared by every row: acc += c_v · (p · ‖v‖)
-                for t0 in range(c0, c1, 2 * L):
+                # 3. values: acc += c_v · (p · ‖v‖), each value code decoded once for every row
+                t_rest = c0
+                if fast_v:
+                    nfull = (c1 - c0) // L
+                    for k in range(nfull):
+                        t0 = c0 + k * L
+                        for u in range(L):
+                            vnl[u] = vn[t0 + u]
+                        for r in range(nr):
+                            S.row_mul_lanes(sc, k * rmax + r, vnl)
+                        for seg in range(vgroups // 16):
+                            S.segment_words(words, k * vgroups + 16 * seg, vidx, t0, val_bits * 16 * seg, val_bits)
+                    _values_in_registers(acc16, nr, d, words, vgroups, nfull, val_table, val_bits, sc, rmax)
+                    t_rest = c0 + nfull * L
+                for t0 in range(t_rest, c1, 2 * L):  # two value tiles per pass over the accumulators
                     pair = t0 + L < c1
                     base = (t0 - c0) // L * rmax
                     _value_tile(vidx, t0, min(L, c1 - t0), val_bits, d, val_table, vtile, rowbuf, word, vn, vnl,
