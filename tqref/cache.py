@@ -159,8 +159,8 @@ class KVCache:
         self.norm_dtype = np.dtype(norm_dtype)
         self.backend = backends.get(backend)
         #: α = E[estimate]/truth of the plain mse stage (codebook.shrinkage); debiasing divides by it
-        self.key_alpha = cb.shrinkage(self.key_plan.codebook)
-        self.value_alpha = cb.shrinkage(self.value_plan.codebook)
+        self.key_alpha = self.key_plan.alpha
+        self.value_alpha = self.value_plan.alpha
         self._layers = [_Layer() for _ in range(self.num_layers)]
         self.batch_size = None  # fixed by the first append, cleared by reset()
         self._tiers = None  # tqref.kv.tiered.Tiered when any option of tqref/kv is used
@@ -531,6 +531,6 @@ class KVCache:
         out_rot, lse = res if return_lse else (res, None)
         out_rows = np.asarray(out_rot, _F32).reshape(-1, self.head_dim)
         out = (inv(out_rows, self.value_plan) if inv else
-               rot.rotate_inverse(out_rows, self.value_plan.rotation, self.value_plan.seed))
+               self.value_plan.rotate_inverse(out_rows))
         out = out.reshape(q32.shape).astype(_F32, copy=False)
         return (out, np.asarray(lse, _F32)) if return_lse else out

@@ -24,7 +24,7 @@ from . import backends
 from .reference import codebook as cb
 from .reference import packing, qjl
 from .reference.rotation import ROTATIONS
-from .reference.plan import NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
+from .reference.plan import NORM_DTYPES, Config, Plan, make_plan, norm_rule, unstorable_norms
 
 MSE_BITS = (1, 8)
 PROD_BITS = (2, 9)
@@ -119,6 +119,24 @@ class _Quantizer:
         self.config = Config(self.kind, dim, bits, seed, rotation, codebook, projection, norm_dtype)
         self.backend = backends.get(backend)
         self.plan = make_plan(self.config)
+
+    @classmethod
+    def from_plan(cls, plan: Plan, *, backend="reference"):
+        """The quantizer that runs ``plan`` — e.g. one with given arrays (:meth:`Plan.with_data`).
+
+        A plan with given arrays runs on the reference backend only (the others cache their
+        tables per Config).
+        """
+        if not isinstance(plan, Plan) or plan.config.kind != cls.kind:
+            raise ValueError(f"plan: expected a {cls.kind} Plan, got {plan!r:.80}")
+        c = plan.config
+        extra = {"projection": c.projection} if cls.kind == "prod" else {}
+        q = cls(c.dim, c.bits, seed=c.seed, rotation=c.rotation, codebook=c.codebook, norm_dtype=c.norm_dtype,
+                backend=backend, **extra)
+        if plan.given and q.backend.name != "reference":
+            raise ValueError(f"backend: expected 'reference' for a plan with given arrays, got {q.backend.name!r}")
+        q.plan = plan
+        return q
 
     dim = property(lambda self: self.config.dim)
     bits = property(lambda self: self.config.bits)
@@ -242,7 +260,7 @@ class TurboQuantMSE(_Quantizer):
     @property
     def shrinkage(self) -> float:
         """α: E[estimate] = α ⟨q, x⟩ for the plain mse estimator (Haar rotation)."""
-        return cb.shrinkage(self.plan.codebook)
+        return self.plan.alpha
 
 
 class TurboQuantProd(_Quantizer):

@@ -73,8 +73,7 @@ def test_suboptimal_codebook_fails_the_mse_check():
             scale = math.sqrt(4 / dim)
             book = dataclasses.replace(q.plan.codebook, centroids=wrong.centroids * scale * 3,
                                        boundaries=wrong.boundaries * scale * 3)
-            q.plan = dataclasses.replace(q.plan, codebook=book)
-            super().__init__(q, "mse")
+            super().__init__(tqref.TurboQuantMSE.from_plan(q.plan.with_data(codebook=book)), "mse")
 
     result = audit.audit(GaussianCodebookAtLowDim, 64, 2, **SMALL)
     assert _verdicts(result)["mse"] == audit.FAIL

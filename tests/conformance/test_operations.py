@@ -40,10 +40,15 @@ def test_other_backends_refuse_given_data_as_unsupported(backend):
         operations.run("mse_quantize", _request(), backend)
 
 
-def test_the_haar_patch_is_undone():
+def test_given_data_leaves_the_derived_plan_alone():
+    """The given Π goes into a new Plan (Plan.with_data); the cached plan of the Config and
+    rotation.haar_matrix keep the derived Π (nothing is patched)."""
     from tqref.reference import rotation
+    from tqref.reference.plan import Config, Plan
 
-    before = rotation.haar_matrix
+    derived = Plan.from_config(Config("mse", 16, 2, 3, "haar"))
     operations.run("mse_quantize", _request())
-    assert rotation.haar_matrix is before
-    assert not np.array_equal(rotation.haar_matrix(16, 3), np.eye(16, dtype=np.float32))
+    assert Plan.from_config(Config("mse", 16, 2, 3, "haar")) is derived
+    assert not derived.given
+    assert np.array_equal(derived.matrix, rotation.haar_matrix(16, 3))
+    assert not np.array_equal(derived.matrix, np.eye(16, dtype=np.float32))

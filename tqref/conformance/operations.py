@@ -16,9 +16,7 @@ given arrays; other backends raise :class:`Unsupported`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 
 import numpy as np
 
@@ -115,8 +113,7 @@ def rotate_haar(f, backend="reference"):
     d = int(f["dim"])
     pi = _flat(f["matrix"], _F32).reshape(d, d)
     x = _flat(f["x"], _F32).reshape(1, d)
-    return {"forward": reduction.ordered_matvec(pi, x)[0],
-            "inverse": reduction.ordered_matvec(np.ascontiguousarray(pi.T), x)[0]}
+    return {"forward": rotation.apply(x, None, pi)[0], "inverse": rotation.apply_inverse(x, None, pi)[0]}
 
 
 def codebook(f, backend="reference"):
@@ -149,35 +146,17 @@ def unpack(f, backend="reference"):
 # --------------------------------------------------------------------------- quantizers
 
 
-@contextlib.contextmanager
-def _given_haar(d: int, seed: int, matrix):
-    """Make rotation.haar_matrix(d, seed) return ``matrix`` inside the block (reference only)."""
-    if matrix is None:
-        yield
-        return
-    original = rotation.haar_matrix
-    given = np.array(matrix, dtype=_F32).reshape(d, d)
-    given.setflags(write=False)
-
-    def patched(dim, s, stream=prng.STREAM_HAAR):
-        if dim == d and s == seed and stream == prng.STREAM_HAAR:
-            return given
-        return original(dim, s, stream)
-
-    rotation.haar_matrix = patched
-    try:
-        yield
-    finally:
-        rotation.haar_matrix = original
-
-
 def _same(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 def _quantizer(kind: str, f: dict, backend: str):
-    """(public quantizer, haar matrix to inject or None) for the request ``f``."""
+    """The public quantizer for the request ``f``, running a Plan built from the given data.
+
+    Arrays the request carries that differ from tqref's own (codebook, Haar Π, QJL S) go
+    into the plan (:meth:`Plan.with_data`); such a plan runs on the reference only.
+    """
     from ..quantizers import TurboQuantMSE, TurboQuantProd
 
     d, bits = int(f["dim"]), int(f["bits"])
@@ -190,33 +169,28 @@ def _quantizer(kind: str, f: dict, backend: str):
     else:
         q = TurboQuantProd(d, bits, projection=f["projection"], **common)
     plan = q.plan
-    changes = {}
+    given = {}
     book = plan.codebook
-    if "boundaries" in f and not _same(_flat(f["boundaries"], np.float64), book.boundaries):
-        changes["codebook"] = True
-    if "centroids" in f and not _same(_flat(f["centroids"], _F32), book.centroids_f32):
-        changes["codebook"] = True
-    if changes.get("codebook"):
+    if ("boundaries" in f and not _same(_flat(f["boundaries"], np.float64), book.boundaries)) or \
+            ("centroids" in f and not _same(_flat(f["centroids"], _F32), book.centroids_f32)):
         boundaries = _flat(f["boundaries"], np.float64) if "boundaries" in f else book.boundaries
         centroids = (_flat(f["centroids"], _F32).astype(np.float64) if "centroids" in f else book.centroids)
-        changes["codebook"] = dataclasses.replace(book, centroids=centroids, boundaries=boundaries)
+        given["codebook"] = dataclasses.replace(book, centroids=centroids, boundaries=boundaries)
     if kind == "prod" and f.get("matrix") is not None and f["projection"] != "rademacher":
-        given = _flat(f["matrix"], _F32).reshape(d, d)
-        if not _same(given, plan.projection):
-            changes["projection"] = given
-    haar = None
+        matrix = _flat(f["matrix"], _F32).reshape(d, d)
+        if not _same(matrix, plan.projection):
+            given["projection"] = matrix
     if f["rotation"] == "haar" and f.get("matrix") is not None and kind == "mse":
-        given = _flat(f["matrix"], _F32).reshape(d, d)
-        if not _same(given, rotation.haar_matrix(d, int(f["seed"]))):
-            haar = given
-    if changes or haar is not None:
-        if backend != "reference":
-            what = ", ".join(sorted(set(changes) | ({"haar matrix"} if haar is not None else set())))
-            raise Unsupported(f"the given {what} differ(s) from what tqref derives on this platform; only "
-                              "the reference backend runs with given data")
-        if changes:
-            q.plan = dataclasses.replace(plan, **changes)
-    return q, haar
+        matrix = _flat(f["matrix"], _F32).reshape(d, d)
+        if not _same(matrix, plan.matrix):
+            given["matrix"] = matrix
+    if not given:
+        return q
+    if backend != "reference":
+        what = ", ".join("haar matrix" if name == "matrix" else name for name in sorted(given))
+        raise Unsupported(f"the given {what} differ(s) from what tqref derives on this platform; only "
+                          "the reference backend runs with given data")
+    return type(q).from_plan(plan.with_data(**given), backend=backend)
 
 
 def _x_row(f) -> np.ndarray:
@@ -235,13 +209,12 @@ def _norm_dtype(f):
 
 
 def mse_quantize(f, backend="reference"):
-    q, haar = _quantizer("mse", f, backend)
+    q = _quantizer("mse", f, backend)
     x = _x_row(f)
-    with _given_haar(q.dim, int(f["seed"]), haar):
-        codes = _refusing(lambda: q.quantize(x))
-        # the intermediates (optional outputs) come from the reference functions
-        u, _ = mse.split_norm(x)
-        rotated = rotation.rotate(u, q.plan.rotation, q.plan.seed)
+    codes = _refusing(lambda: q.quantize(x))
+    # the intermediates (optional outputs) come from the reference functions
+    u, _ = mse.split_norm(x)
+    rotated = q.plan.rotate(u)
     return {"norm": _scalar(codes.norms[0], _norm_dtype(f)), "packed": codes.indices[0],
             "indices": packing.unpack_bits(codes.indices, q.plan.bits, q.dim)[0], "rotated": rotated[0]}
 
@@ -256,9 +229,8 @@ def _mse_codes(q, f):
 
 
 def mse_dequantize(f, backend="reference"):
-    q, haar = _quantizer("mse", f, backend)
-    with _given_haar(q.dim, int(f["seed"]), haar):
-        xhat = _refusing(lambda: q.dequantize(_mse_codes(q, f)))
+    q = _quantizer("mse", f, backend)
+    xhat = _refusing(lambda: q.dequantize(_mse_codes(q, f)))
     return {"xhat": xhat[0]}
 
 
@@ -267,16 +239,15 @@ def _queries(f) -> np.ndarray:
 
 
 def mse_inner_product(f, backend="reference"):
-    q, haar = _quantizer("mse", f, backend)
+    q = _quantizer("mse", f, backend)
     codes = _mse_codes(q, f)
     queries = _queries(f)
-    with _given_haar(q.dim, int(f["seed"]), haar):
-        plain = q.inner_product(queries, codes)[:, 0]
-        alpha = float(np.asarray(f["shrinkage"], dtype=np.float64).reshape(()))
-        if math.isclose(alpha, cb.shrinkage(q.plan.codebook), rel_tol=0, abs_tol=0):
-            unbiased = q.inner_product(queries, codes, unbiased=True)[:, 0]
-        else:  # given α differs from tqref's: divide the plain estimate by the given α
-            unbiased = (plain / _F32(alpha)).astype(_F32)
+    plain = q.inner_product(queries, codes)[:, 0]
+    alpha = float(np.asarray(f["shrinkage"], dtype=np.float64).reshape(()))
+    if alpha == q.plan.alpha:
+        unbiased = q.inner_product(queries, codes, unbiased=True)[:, 0]
+    else:  # given α differs from tqref's: divide the plain estimate by the given α
+        unbiased = (plain / _F32(alpha)).astype(_F32)
     return {"estimates": plain.astype(_F32), "estimatesUnbiased": unbiased.astype(_F32)}
 
 
@@ -290,7 +261,7 @@ def _prod_codes(q, f):
 
 
 def prod_quantize(f, backend="reference"):
-    q, _ = _quantizer("prod", f, backend)
+    q = _quantizer("prod", f, backend)
     x = _x_row(f)
     codes = _refusing(lambda: q.quantize(x))
     return {"norm": _scalar(codes.mse.norms[0], _norm_dtype(f)), "packed": codes.mse.indices[0],
@@ -299,12 +270,12 @@ def prod_quantize(f, backend="reference"):
 
 
 def prod_dequantize(f, backend="reference"):
-    q, _ = _quantizer("prod", f, backend)
+    q = _quantizer("prod", f, backend)
     return {"xhat": _refusing(lambda: q.dequantize(_prod_codes(q, f)))[0]}
 
 
 def prod_inner_product(f, backend="reference"):
-    q, _ = _quantizer("prod", f, backend)
+    q = _quantizer("prod", f, backend)
     est = q.inner_product(_queries(f), _prod_codes(q, f))[:, 0]
     return {"estimates": est.astype(_F32)}
 

@@ -40,7 +40,6 @@ import numpy as np
 
 from .. import _validate as v
 from ..reference import attention, estimators, packing
-from ..reference import rotation as rot
 from .rows import Rows
 
 SELECTIONS = ("static", "per-token")
@@ -241,8 +240,7 @@ class SplitCodes:
             for cache, a in parts:
                 acc = attention.accumulate_values(weights, a["value_indices"], a["value_norms"], cache.value_plan,
                                                   group_size=group_size)
-                back = rot.rotate_inverse(acc.reshape(-1, cache.head_dim), cache.value_plan.rotation,
-                                          cache.value_plan.seed)
+                back = cache.value_plan.rotate_inverse(acc.reshape(-1, cache.head_dim))
                 outs.append(back.reshape(acc.shape))
             order = np.repeat(self.value_order, group_size, axis=0)[None, :, None, :]
             return merge(outs[0], outs[1], order).astype(_F32, copy=False), lse

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import codebook as cb
 from . import mse, qjl, rotation
 
 _F32 = np.float32
@@ -26,7 +25,7 @@ _F32 = np.float32
 
 def rotate_queries(queries: np.ndarray, plan) -> np.ndarray:
     """Π q for float32 queries (m, d)."""
-    return rotation.rotate(np.asarray(queries, dtype=_F32), plan.rotation, plan.seed)
+    return rotation.apply(np.asarray(queries, dtype=_F32), plan.signs, plan.matrix)
 
 
 def mse_inner_product(queries, packed, norms, plan, *, unbiased: bool = False) -> np.ndarray:
@@ -35,7 +34,7 @@ def mse_inner_product(queries, packed, norms, plan, *, unbiased: bool = False) -
     y_hat = mse.centroids_of(packed, plan)
     est = (q_rot @ y_hat.T) * np.asarray(norms, dtype=_F32)[None, :]
     if unbiased:
-        est = est / _F32(cb.shrinkage(plan.codebook))
+        est = est / _F32(plan.alpha)
     return est.astype(_F32)
 
 

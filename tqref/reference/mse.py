@@ -54,7 +54,7 @@ def split_norm(x: np.ndarray):
 def quantize_rotated(x: np.ndarray, plan):
     """Steps 1–3: returns (rotated unit vectors y float32 (n, d), idx (n, d), norms (n,))."""
     u, norms = split_norm(x)
-    y = rotation.rotate(u, plan.rotation, plan.seed)
+    y = rotation.apply(u, plan.signs, plan.matrix)
     idx = cb.nearest_index(y, plan.codebook.boundaries)
     return y, idx, norms
 
@@ -74,5 +74,5 @@ def centroids_of(packed: np.ndarray, plan) -> np.ndarray:
 def dequantize(packed: np.ndarray, norms: np.ndarray, plan) -> np.ndarray:
     """Algorithm 1 DeQuant: x̂ = (Πᵀ ŷ) · norm, float32 (n, d)."""
     y_hat = centroids_of(packed, plan)
-    x_hat = rotation.rotate_inverse(y_hat, plan.rotation, plan.seed)
+    x_hat = rotation.apply_inverse(y_hat, plan.signs, plan.matrix)
     return x_hat * np.asarray(norms, dtype=_F32)[..., None]

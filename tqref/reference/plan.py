@@ -72,9 +72,33 @@ class Config:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+def _frozen(array, dtype, shape, name: str) -> np.ndarray:
+    """A read-only copy of given data, checked against the shape the configuration implies."""
+    out = np.array(array, dtype=dtype)
+    if out.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {out.shape}")
+    out.setflags(write=False)
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Plan:
-    """Derived arrays for the mse stage of a configuration (and QJL for prod)."""
+    """Everything a kernel needs for one configuration: the complete, immutable data contract.
+
+    Built by :meth:`from_config` (every array derived from the seed, cached per Config) or by
+    :meth:`with_data` (some arrays given, e.g. a Haar Π shipped in the conformance vectors,
+    which LAPACK does not reproduce bit for bit). Steps take the arrays, never the seed:
+
+        signs       float32 (len(rotation.hadamard_steps(d)), d) Hadamard signs; None for Haar
+        matrix      float32 (d, d) Haar Π; None for Hadamard
+        codebook    the mse-stage Lloyd–Max codebook (centroids, boundaries = thresholds)
+        projection  float32 (d, d) QJL S for prod, None for mse
+        qjl_scale   κ (float64; 0.0 for mse)
+        alpha       α = codebook.shrinkage(codebook), the plain mse estimator's shrinkage
+
+    Every array is read-only. ``given`` is True when some array was not derived from the
+    seed (backends that cache per Config must not run such a plan: only the reference does).
+    """
 
     config: Config
     dim: int
@@ -82,25 +106,87 @@ class Plan:
     seed: int
     rotation: str
     codebook: cb.Codebook
-    projection: np.ndarray | None  # QJL S, float32 (d, d)
-    qjl_scale: float  # κ
+    signs: np.ndarray | None
+    matrix: np.ndarray | None
+    projection: np.ndarray | None
+    qjl_scale: float
+    alpha: float
+    given: bool = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Plan":
+        """The derived Plan of a validated configuration (cached: :func:`make_plan`)."""
+        return make_plan(config)
+
+    def with_data(self, *, codebook: cb.Codebook | None = None, matrix=None, projection=None) -> "Plan":
+        """This plan with given arrays in place of derived ones (each None: kept).
+
+        codebook: a Codebook of this plan's bits and dim (α is recomputed from it). matrix:
+        the Haar Π, float32 (d, d) (rotation "haar" only). projection: the QJL S, float32
+        (d, d) (prod only). The arrays are copied and made read-only.
+        """
+        d = self.dim
+        changes = {}
+        if codebook is not None:
+            k = 1 << self.bits
+            centroids = _frozen(codebook.centroids, np.float64, (k,), "centroids")
+            boundaries = _frozen(codebook.boundaries, np.float64, (k - 1,), "boundaries")
+            book = dataclasses.replace(codebook, centroids=centroids, boundaries=boundaries)
+            changes.update(codebook=book, alpha=cb.shrinkage(book))
+        if matrix is not None:
+            if self.rotation != "haar":
+                raise ValueError(f"matrix: expected None for rotation={self.rotation!r} (only Haar Π is data)")
+            changes["matrix"] = _frozen(matrix, np.float32, (d, d), "matrix")
+        if projection is not None:
+            if self.projection is None:
+                raise ValueError("projection: expected None for an mse plan (no QJL stage)")
+            changes["projection"] = _frozen(projection, np.float32, (d, d), "projection")
+        if not changes:
+            return self
+        return dataclasses.replace(self, given=True, **changes)
 
     @property
-    def rotation_signs(self) -> np.ndarray:
-        return rotation.hadamard_signs(self.dim, self.seed)
+    def thresholds(self) -> np.ndarray:
+        """Cell boundaries float64 (2^bits − 1,) (nearest-centroid thresholds)."""
+        return self.codebook.boundaries
 
     @property
-    def haar(self) -> np.ndarray:
-        return rotation.haar_matrix(self.dim, self.seed)
+    def centroids(self) -> np.ndarray:
+        """Reconstruction values float32 (2^bits,)."""
+        return self.codebook.centroids_f32
+
+    @property
+    def haar(self) -> np.ndarray | None:
+        """The Haar Π (same array as :attr:`matrix`), for kernels that name it so."""
+        return self.matrix
+
+    def rotate(self, x: np.ndarray) -> np.ndarray:
+        """Π x over the last axis, float32 (rotation.apply with this plan's arrays)."""
+        return rotation.apply(x, self.signs, self.matrix)
+
+    def rotate_inverse(self, y: np.ndarray) -> np.ndarray:
+        """Πᵀ y over the last axis, float32."""
+        return rotation.apply_inverse(y, self.signs, self.matrix)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 @functools.lru_cache(maxsize=128)
 def make_plan(config: Config) -> Plan:
-    """Build (and cache) the :class:`Plan` of a validated configuration."""
+    """Build (and cache) the :class:`Plan` of a validated configuration (= Plan.from_config)."""
     book = cb.lloyd_max(config.mse_bits, config.dim, config.codebook)
-    projection, scale = None, 0.0
+    _read_only(book.centroids), _read_only(book.boundaries)
+    signs = matrix = projection = None
+    if config.rotation == "haar":
+        matrix = rotation.haar_matrix(config.dim, config.seed)
+    else:
+        signs = rotation.hadamard_signs(config.dim, config.seed)
+    scale = 0.0
     if config.kind == "prod":
         projection = qjl.projection_matrix(config.projection, config.dim, config.seed)
         scale = qjl.estimator_scale(config.projection, config.dim)
-    return Plan(config, config.dim, config.mse_bits, config.seed, config.rotation, book, projection, scale)
-
+    return Plan(config, config.dim, config.mse_bits, config.seed, config.rotation, book, signs, matrix,
+                projection, scale, cb.shrinkage(book))

@@ -43,5 +43,5 @@ def rotated_reconstruction(packed, signs, gammas, plan) -> np.ndarray:
 def dequantize(packed, norms, signs, gammas, plan) -> np.ndarray:
     """Algorithm 2 DeQuant: float32 (n, d)."""
     y = rotated_reconstruction(packed, signs, gammas, plan)
-    x = rotation.rotate_inverse(y, plan.rotation, plan.seed)
+    x = rotation.apply_inverse(y, plan.signs, plan.matrix)
     return x * np.asarray(norms, dtype=_F32)[..., None]

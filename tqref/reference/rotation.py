@@ -119,13 +119,22 @@ def hadamard_signs(d: int, seed: int) -> np.ndarray:
 
 
 def hadamard_forward(x: np.ndarray, seed: int) -> np.ndarray:
-    """Π x for the randomized Hadamard rotation: float32 (..., d) -> float32 (..., d).
+    """Π x for the randomized Hadamard rotation of ``seed`` (:func:`hadamard_apply`)."""
+    return hadamard_apply(x, hadamard_signs(np.shape(x)[-1], seed))
+
+
+def hadamard_inverse(y: np.ndarray, seed: int) -> np.ndarray:
+    """Πᵀ y for the randomized Hadamard rotation of ``seed`` (:func:`hadamard_apply_inverse`)."""
+    return hadamard_apply_inverse(y, hadamard_signs(np.shape(y)[-1], seed))
+
+
+def hadamard_apply(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Π x given the signs float32 (len(hadamard_steps(d)), d): float32 (..., d) -> (..., d).
 
     Step s: multiply by signs[s], then the normalised FWHT on block hadamard_steps(d)[s].
     """
     x = np.asarray(x, dtype=_F32)
     d = x.shape[-1]
-    signs = hadamard_signs(d, seed)
     y = np.array(x.reshape(-1, d).T, order="C")  # a copy, vectors as columns (see _fwht_rows)
     for s, (lo, hi) in enumerate(hadamard_steps(d)):
         y *= signs[s][:, None]
@@ -133,11 +142,10 @@ def hadamard_forward(x: np.ndarray, seed: int) -> np.ndarray:
     return y.T.reshape(x.shape)
 
 
-def hadamard_inverse(y: np.ndarray, seed: int) -> np.ndarray:
-    """Πᵀ y: the steps of :func:`hadamard_forward` undone in reverse order."""
+def hadamard_apply_inverse(y: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Πᵀ y: the steps of :func:`hadamard_apply` undone in reverse order."""
     y = np.asarray(y, dtype=_F32)
     d = y.shape[-1]
-    signs = hadamard_signs(d, seed)
     x = np.array(y.reshape(-1, d).T, order="C")
     steps = hadamard_steps(d)
     for s in reversed(range(len(steps))):
@@ -166,13 +174,27 @@ def haar_matrix(d: int, seed: int, stream: int = prng.STREAM_HAAR) -> np.ndarray
 
 def haar_forward(x: np.ndarray, seed: int) -> np.ndarray:
     """Π x with the written-order dot product: float32 (..., d) -> (..., d)."""
-    return ordered_matvec(haar_matrix(x.shape[-1], seed), x)
+    return ordered_matvec(haar_matrix(np.shape(x)[-1], seed), x)
 
 
 def haar_inverse(y: np.ndarray, seed: int) -> np.ndarray:
     """Πᵀ y with the written-order dot product (rows of Πᵀ are columns of Π)."""
-    pi_t = np.ascontiguousarray(haar_matrix(y.shape[-1], seed).T)
-    return ordered_matvec(pi_t, y)
+    return matrix_apply_inverse(y, haar_matrix(np.shape(y)[-1], seed))
+
+
+def matrix_apply_inverse(y: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Πᵀ y for a given Π float32 (d, d), written-order dot product."""
+    return ordered_matvec(np.ascontiguousarray(matrix.T), y)
+
+
+def apply(x: np.ndarray, signs, matrix) -> np.ndarray:
+    """Π x from a plan's arrays: the Haar ``matrix`` if given, else the Hadamard ``signs``."""
+    return ordered_matvec(matrix, x) if matrix is not None else hadamard_apply(x, signs)
+
+
+def apply_inverse(y: np.ndarray, signs, matrix) -> np.ndarray:
+    """Πᵀ y from a plan's arrays (see :func:`apply`)."""
+    return matrix_apply_inverse(y, matrix) if matrix is not None else hadamard_apply_inverse(y, signs)
 
 
 def rotate(x: np.ndarray, kind: str, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ Two ways in:
   ``__cuda_array_interface__`` (Numba device arrays, PyTorch CUDA tensors) or DLPack GPU
   arrays (used in place), or host NumPy (copied once); results are device arrays (CuPy when
   installed, else Numba device arrays). :func:`quantize_device` / :func:`dequantize_device`
-  take a public quantizer (``TurboQuantMSE``/``TurboQuantProd``) or its ``Config``.
+  take a public quantizer (``TurboQuantMSE``/``TurboQuantProd``) or its ``Plan``.
 
 Kernels (docs/backends.md "CUDA"): mse.py (lane and warp layouts), prod.py, estimators.py,
 attention.py, all built on ``_ops`` (correctly rounded float32 operations that never
@@ -26,9 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ...reference import codebook as cb
 from ...reference.packing import packed_size
-from ...reference.plan import Config, make_plan
+from ...reference.plan import Plan
 from ...reference.rotation import hadamard_block, inverse_sqrt
 from . import attention as _attn
 from . import estimators as _est
@@ -95,16 +94,16 @@ class _Tables:
         self.d = d
         self.bits = plan.bits
         self.rotation = plan.rotation
-        self.signs = cuda.to_device(np.ascontiguousarray(plan.rotation_signs, np.float32))
+        dummy = np.zeros((1, 1), np.float32)  # the array a kernel of the other rotation never reads
+        self.signs = cuda.to_device(np.ascontiguousarray(plan.signs if plan.signs is not None else dummy, np.float32))
         self.inv = np.float32(inverse_sqrt(hadamard_block(d)))
-        dummy = np.zeros((1, 1), np.float32)
-        self.pi = cuda.to_device(np.ascontiguousarray(plan.haar) if plan.rotation == "haar" else dummy)
+        self.pi = cuda.to_device(np.ascontiguousarray(plan.matrix if plan.matrix is not None else dummy))
         self.thr = cuda.to_device(np.ascontiguousarray(plan.codebook.thresholds_f32, np.float32))
-        self.cents = cuda.to_device(np.ascontiguousarray(plan.codebook.centroids_f32, np.float32))
+        self.cents = cuda.to_device(np.ascontiguousarray(plan.centroids, np.float32))
         self.prod = plan.projection is not None
         self.proj = cuda.to_device(np.ascontiguousarray(plan.projection, np.float32) if self.prod else dummy)
         self.kappa = np.float32(plan.qjl_scale)
-        self.alpha = np.float32(cb.shrinkage(plan.codebook))
+        self.alpha = np.float32(plan.alpha)
 
 
 _TABLES: dict = {}
@@ -118,15 +117,19 @@ def _tables(plan) -> _Tables:
     return tab
 
 
-def _plan_of(obj):
-    """A Plan from a Plan, a Config, or a public quantizer."""
-    if hasattr(obj, "codebook") and hasattr(obj, "config"):
-        return obj
-    if isinstance(obj, Config):
-        return make_plan(obj)
-    if hasattr(obj, "plan"):
-        return obj.plan
-    raise TypeError(f"plan: expected a Plan, Config or quantizer, got {type(obj).__name__}")
+def _plan_of(obj) -> Plan:
+    """The Plan of a device call: a Plan, or a public quantizer's ``plan`` (never rebuilt).
+
+    Device tables are cached per Config, so a plan with given arrays (``Plan.given``) is
+    refused: only the reference runs those.
+    """
+    plan = obj if isinstance(obj, Plan) else getattr(obj, "plan", None)
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan: expected a Plan or a public quantizer, got {type(obj).__name__}")
+    if plan.given:
+        raise ValueError("plan: expected a plan derived from its Config (device tables are cached per "
+                         "Config), got one with given arrays")
+    return plan
 
 
 def _setup(obj):
@@ -376,7 +379,7 @@ def _contiguous(dev):
 
 
 def quantize_device(x, quantizer, **kw):
-    """Quantize on the device with a public quantizer, Config or Plan (mse or prod).
+    """Quantize on the device with a public quantizer or a Plan (mse or prod).
 
     mse -> (packed, norms); prod -> (packed, norms, signs, gammas). Norms stay float32
     (the quantizer's float16 ``norm_dtype`` storage is a host-side step).
