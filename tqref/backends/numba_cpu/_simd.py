@@ -26,6 +26,10 @@ _DOUBLE = ir.DoubleType()
 _VEC = ir.VectorType(_FLOAT, TILE)
 _VEC64 = ir.VectorType(_DOUBLE, TILE)
 
+#: fast-math flag that lets LLVM fuse a multiply and the add using it into one FMA — for
+#: attention's float sums only (never in a kernel whose result feeds a quantization decision)
+_CONTRACT = ("contract",)
+
 
 def _row_ptr(context, builder, arrty, arr, row, col=None):
     """Pointer to element (row, col) of a C-contiguous 2-D array (col = 0 by default),
@@ -339,33 +343,45 @@ def _host_has_avx512() -> bool:
 _PERMUTE = TILE == 16 and _host_has_avx512()
 
 
-def _select_tree(builder, buf, j0, wv, table, bits):
-    """buf[j0 + k, l] = table[(wv[l] >> bits·k) & (2^bits − 1)] for k < 8 (wv <TILE x i32>).
+class _Lookup:
+    """table[idx] on lanes for indices < 2^bits (≤ 16 entries), the table read once where
+    the object is made (LLVM cannot hoist the reads past stores to other float arrays):
+    one permute of the table by the lane indices on AVX-512 hosts, otherwise a binary tree
+    of selects on the index bits. Either way the results are table entries, so identical."""
 
-    With AVX-512 each row is one permute of the ≤ 16-entry table by the lane indices;
-    otherwise a binary tree of selects on the index bits. Either way the stored values are
-    table entries, so the results are identical."""
-    i32v = wv.type
-    if _PERMUTE:
-        tab = ir.Constant(_VEC, [0.0] * TILE)
-        for t in range(1 << bits):
-            tab = builder.insert_element(tab, builder.load(table.ptr(t)), ir.Constant(ir.IntType(32), t))
-        perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC, i32v]),
-                                              "llvm.x86.avx512.permvar.sf.512")
-        mask = ir.Constant(i32v, [(1 << bits) - 1] * TILE)
-        for k in range(8):
-            idx = builder.and_(builder.lshr(wv, ir.Constant(i32v, [bits * k] * TILE)), mask)
-            buf.store(builder.add(j0, ir.Constant(j0.type, k)), builder.call(perm, [tab, idx]))
-        return
-    consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
-    zero = ir.Constant(i32v, [0] * TILE)
+    def __init__(self, builder, table, bits):
+        self.builder, self.bits = builder, bits
+        self.i32v = ir.VectorType(ir.IntType(32), TILE)
+        if _PERMUTE:
+            tab = ir.Constant(_VEC, [0.0] * TILE)
+            for t in range(1 << bits):
+                tab = builder.insert_element(tab, builder.load(table.ptr(t)), ir.Constant(ir.IntType(32), t))
+            self.tab = tab
+            self.perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC, self.i32v]),
+                                                       "llvm.x86.avx512.permvar.sf.512")
+        else:
+            self.consts = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
+
+    def field(self, wv, shift):
+        """table[(wv >> shift) & (2^bits − 1)] (wv <TILE x i32>, shift a Python int)."""
+        b, i32v = self.builder, self.i32v
+        if _PERMUTE:
+            idx = b.lshr(wv, ir.Constant(i32v, [shift] * TILE)) if shift else wv
+            idx = b.and_(idx, ir.Constant(i32v, [(1 << self.bits) - 1] * TILE))
+            return b.call(self.perm, [self.tab, idx])
+        level = self.consts
+        zero = ir.Constant(i32v, [0] * TILE)
+        for bit in range(self.bits):
+            flag = b.icmp_unsigned("!=", b.and_(wv, ir.Constant(i32v, [1 << (shift + bit)] * TILE)), zero)
+            level = [b.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
+        return level[0]
+
+
+def _select_tree(builder, buf, j0, wv, look):
+    """buf[j0 + k, l] = table[(wv[l] >> bits·k) & (2^bits − 1)] for k < 8 (wv <TILE x i32>,
+    ``look`` a _Lookup of the table)."""
     for k in range(8):
-        level = consts
-        for bit in range(bits):
-            mask = ir.Constant(i32v, [1 << (bits * k + bit)] * TILE)
-            flag = builder.icmp_unsigned("!=", builder.and_(wv, mask), zero)
-            level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
-        buf.store(builder.add(j0, ir.Constant(j0.type, k)), level[0])
+        buf.store(builder.add(j0, ir.Constant(j0.type, k)), look.field(wv, look.bits * k))
 
 
 def _unpack_words(bits):
@@ -376,7 +392,7 @@ def _unpack_words(bits):
         (8·bits ≤ 32 bits) are tested in 32-bit lanes: one AND and one compare per bit."""
         i32v = ir.VectorType(ir.IntType(32), TILE)
         _select_tree(builder, buf, j0, builder.trunc(word.load(0, ir.VectorType(ir.IntType(64), TILE)), i32v),
-                     table, bits)
+                     _Lookup(builder, table, bits))
 
     return fn
 
@@ -393,7 +409,7 @@ def _unpack_rows(bits):
             ptr = packed.ptr(builder.add(r0, ir.Constant(r0.type, lane)), col)
             w = builder.load(builder.bitcast(ptr, ir.PointerType(i32)), align=1)
             wv = builder.insert_element(wv, w, ir.Constant(i32, lane))
-        _select_tree(builder, buf, j0, wv, table, bits)
+        _select_tree(builder, buf, j0, wv, _Lookup(builder, table, bits))
 
     return fn
 
@@ -430,8 +446,9 @@ def _unpack_segment(bits):
     @_primitive(_is_tile, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile)
     def fn(builder, buf, j0, packed, r0, col, table):
         """unpack_rows for 16 consecutive groups (128 indices) at once, from _segment_words."""
+        look = _Lookup(builder, table, bits)
         for g, wv in enumerate(_segment_words(builder, packed, r0, col, bits)):
-            _select_tree(builder, buf, builder.add(j0, ir.Constant(j0.type, 8 * g)), wv, table, bits)
+            _select_tree(builder, buf, builder.add(j0, ir.Constant(j0.type, 8 * g)), wv, look)
 
     fn.__name__ = f"unpack_segment_{bits}"
     return fn
@@ -450,30 +467,6 @@ def segment_words(builder, words, w0, packed, r0, col, bits):
                 words.store(builder.add(w0, ir.Constant(w0.type, g)), wv)
 
 
-def _lookup(builder, table, idx, bits):
-    """table[idx] on lanes (idx <TILE x i32>, entries < 2^bits): a permute on AVX-512
-    hosts, a select tree on the index bits elsewhere."""
-    i32v = idx.type
-    if _PERMUTE:
-        tab = ir.Constant(_VEC, [0.0] * TILE)
-        for t in range(1 << bits):
-            tab = builder.insert_element(tab, builder.load(table.ptr(t)), ir.Constant(ir.IntType(32), t))
-        perm = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC, i32v]),
-                                              "llvm.x86.avx512.permvar.sf.512")
-        return builder.call(perm, [tab, idx])
-    level = [_splat(builder, builder.load(table.ptr(t))) for t in range(1 << bits)]
-    zero = ir.Constant(i32v, [0] * TILE)
-    for bit in range(bits):
-        flag = builder.icmp_unsigned("!=", builder.and_(idx, ir.Constant(i32v, [1 << bit] * TILE)), zero)
-        level = [builder.select(flag, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
-    return level[0]
-
-
-#: fast-math flag that lets LLVM fuse a multiply and the add using it into one FMA — for
-#: attention's float sums only (never in a kernel whose result feeds a quantization decision)
-_CONTRACT = ("contract",)
-
-
 def _value_rows(n, bits):
     @_primitive(_is_tile, types.intp, types.intp, _is_words, types.intp, types.intp, types.intp, _is_tile,
                 _is_tile, types.intp, types.intp)
@@ -484,7 +477,7 @@ def _value_rows(n, bits):
         the n × 4 sums of a half group held in registers across the tiles (multiply-adds
         may be fused: attention only)."""
         i32v = ir.VectorType(ir.IntType(32), TILE)
-        mask = ir.Constant(i32v, [(1 << bits) - 1] * TILE)
+        look = _Lookup(builder, table, bits)
         zero = ir.Constant(_VEC, [0.0] * TILE)
         for half in range(2):
             sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(n)]
@@ -494,10 +487,7 @@ def _value_rows(n, bits):
                 lbase = builder.add(lr, builder.mul(t, lstride))
                 w = [lanes.load(builder.add(lbase, ir.Constant(lbase.type, r))) for r in range(n)]
                 for k in range(4):
-                    sh = bits * (4 * half + k)
-                    idx = builder.and_(builder.lshr(wv, ir.Constant(i32v, [sh] * TILE)), mask) if sh else \
-                        builder.and_(wv, mask)
-                    v = _lookup(builder, table, idx, bits)
+                    v = look.field(wv, bits * (4 * half + k))
                     for r in range(n):
                         prod = builder.fmul(v, w[r], flags=_CONTRACT)
                         builder.store(builder.fadd(builder.load(sums[r][k]), prod, flags=_CONTRACT), sums[r][k])
@@ -535,22 +525,36 @@ unpack_words_4 = _unpack_words(4)
 
 
 def _dot_rows(n):
+    chains = 8 // n  # independent sums per row: n · chains ≥ 8 multiply-adds in flight
+
     @_primitive(_is_tile, types.intp, _is_matrix, types.intp, _is_tile, types.intp)
     def dot(builder, out, r, q, qr, tile, d):
-        """out[r + k, :] = Σ_j q[qr + k, j] · tile[j, :] for k < n (j increasing from +0.0,
-        each product rounded, then each sum): n rows of scores against one decoded tile,
-        the n accumulators held in registers for the whole sum."""
+        """out[r + k, :] = Σ_j q[qr + k, j] · tile[j, :] for k < n (attention only: the sum
+        over j runs as ``chains`` interleaved partial sums, j ≡ c mod chains, added at the
+        end, and multiply-adds may fuse): n rows of scores against one decoded tile, the
+        partial sums held in registers for the whole loop."""
         zero = ir.Constant(_VEC, [0.0] * TILE)
-        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(n)]
-        with cgutils.for_range(builder, d) as loop:
-            j = loop.index
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(chains)] for _ in range(n)]
+        steps = builder.sdiv(d, ir.Constant(d.type, chains))
+
+        def step(j, c):
             v = tile.load(j)
             for k in range(n):
                 qk = builder.load(q.ptr(builder.add(qr, ir.Constant(qr.type, k)), j))
-                acc = builder.load(accs[k])
-                builder.store(builder.fadd(acc, builder.fmul(_splat(builder, qk), v)), accs[k])
+                prod = builder.fmul(_splat(builder, qk), v, flags=_CONTRACT)
+                builder.store(builder.fadd(builder.load(accs[k][c]), prod, flags=_CONTRACT), accs[k][c])
+
+        with cgutils.for_range(builder, steps) as loop:
+            for c in range(chains):
+                step(builder.add(builder.mul(loop.index, ir.Constant(d.type, chains)), ir.Constant(d.type, c)), c)
+        with cgutils.for_range_slice(builder, builder.mul(steps, ir.Constant(d.type, chains)), d,
+                                     ir.Constant(d.type, 1)) as (j, _):
+            step(j, 0)  # the last d mod chains coordinates
         for k in range(n):
-            out.store(builder.add(r, ir.Constant(r.type, k)), builder.load(accs[k]))
+            total = builder.load(accs[k][0])
+            for c in range(1, chains):
+                total = builder.fadd(total, builder.load(accs[k][c]))
+            out.store(builder.add(r, ir.Constant(r.type, k)), total)
 
     dot.__name__ = f"dot_rows{n}"
     return dot
@@ -598,7 +602,7 @@ EXP_Q = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6
 @_primitive(_is_tile, types.intp, types.float32, returns=types.float32)
 def row_exp_sub(builder, buf, p, m):
     """buf[p, :] = e^(buf[p, :] − m) (see EXP_Q; −inf and anything below EXP_MIN give 0);
-    returns the sum of the 16 results, added in lane order (float32)."""
+    returns the sum of the 16 results (float32, added as a tree: _lane_sum)."""
     def const(value):
         return ir.Constant(_VEC, [float(value)] * TILE)
 
@@ -619,10 +623,18 @@ def row_exp_sub(builder, buf, p, m):
                                         ir.Constant(i32v, [23] * TILE)), _VEC)
     out = builder.select(low, const(0.0), builder.fmul(e, scale))
     _vstore(builder, out, q)
-    total = builder.extract_element(out, ir.Constant(ir.IntType(32), 0))
-    for lane in range(1, TILE):
-        total = builder.fadd(total, builder.extract_element(out, ir.Constant(ir.IntType(32), lane)))
-    return total
+    return _lane_sum(builder, out)
+
+
+def _lane_sum(builder, vec):
+    """Sum of the TILE lanes of ``vec`` as a tree (halves added pairwise: log2 TILE steps)."""
+    n = TILE
+    mask_t = ir.VectorType(ir.IntType(32), TILE)
+    while n > 1:
+        n //= 2
+        upper = builder.shuffle_vector(vec, vec, ir.Constant(mask_t, [n + i if i < n else i for i in range(TILE)]))
+        vec = builder.fadd(vec, upper)
+    return builder.extract_element(vec, ir.Constant(ir.IntType(32), 0))
 
 
 def _acc_rows_pair(n):
