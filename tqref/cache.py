@@ -57,7 +57,7 @@ from . import _validate as v
 from . import backends
 from .reference import attention, codebook as cb, estimators, packing, qjl
 from .reference import rotation as rot
-from .reference.plan import NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
+from .reference.plan import BITS, MSE_BITS, NORM_DTYPES, Config, make_plan, norm_rule, unstorable_norms
 
 MODES = ("mse", "prod")
 #: growth rule: new capacity = needed + max(needed // GROWTH_DIVISOR, GROWTH_MIN)
@@ -132,9 +132,8 @@ class KVCache:
         self.num_kv_heads = v.check_int("num_kv_heads", num_kv_heads, 1)
         self.head_dim = v.check_int("head_dim", head_dim, 2)
         self.mode = v.check_choice("mode", mode, MODES)
-        low, high = (2, 9) if mode == "prod" else (1, 8)
-        key_bits = v.check_int("key_bits", key_bits, low, high)
-        value_bits = v.check_int("value_bits", value_bits, 1, 8)
+        key_bits = v.check_int("key_bits", key_bits, *BITS[mode])
+        value_bits = v.check_int("value_bits", value_bits, *MSE_BITS)
         seed = v.check_int("seed", seed, 0, 2**64 - 1)
         v.check_choice("rotation", rotation, rot.ROTATIONS)
         v.check_choice("codebook", codebook, cb.LAWS)

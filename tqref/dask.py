@@ -17,12 +17,11 @@ The results are the same bytes as quantizing the whole array at once.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import numpy as np
 
-from .quantizers import MSECodes, ProdCodes, TurboQuantMSE, TurboQuantProd
+from .quantizers import MSECodes, ProdCodes, TurboQuantMSE, TurboQuantProd, from_config, record_fields
 from .reference.plan import Config
 
 
@@ -39,12 +38,7 @@ def _config_of(spec) -> Config:
 @functools.lru_cache(maxsize=16)
 def _worker_quantizer(config: Config, backend: str):
     """The quantizer for ``config`` in this process, built once (plan and matrices cached)."""
-    common = dict(seed=config.seed, rotation=config.rotation, codebook=config.codebook,
-                  norm_dtype=config.norm_dtype)
-    if config.kind == "prod":
-        q = TurboQuantProd(config.dim, config.bits, projection=config.projection, **common)
-    else:
-        q = TurboQuantMSE(config.dim, config.bits, **common)
+    q = from_config(config)
     if backend == "numba":
         from .backends.numba_cpu import NumbaBackend
 
@@ -58,14 +52,7 @@ def _worker_quantizer(config: Config, backend: str):
 
 def _widths(config: Config):
     """Byte widths of the fields packed side by side into one uint8 row per vector."""
-    from .reference import packing
-
-    isz = np.dtype(config.norm_dtype).itemsize
-    mse_bits = config.bits - 1 if config.kind == "prod" else config.bits
-    widths = [packing.packed_size(config.dim, mse_bits), isz]
-    if config.kind == "prod":
-        widths += [packing.packed_size(config.dim, 1), isz]
-    return widths
+    return [dtype.itemsize * (row[0] if row else 1) for _, dtype, row in record_fields(config)]
 
 
 def _quantize_block(block, config_items, backend):
@@ -95,8 +82,7 @@ def _dequantize_block(block, config_items, backend):
     fields = [np.ascontiguousarray(block[..., cuts[i]:cuts[i + 1]]) for i in range(len(widths))]
     nd = np.dtype(config.norm_dtype)
     if config.kind == "prod":
-        mse_config = dataclasses.replace(config, kind="mse", bits=config.bits - 1, projection=None)
-        mse = MSECodes(fields[0], fields[1].view(nd)[..., 0], mse_config)
+        mse = MSECodes(fields[0], fields[1].view(nd)[..., 0], config.mse_config)
         codes = ProdCodes(mse, fields[2], fields[3].view(nd)[..., 0], config)
     else:
         codes = MSECodes(fields[0], fields[1].view(nd)[..., 0], config)
@@ -129,8 +115,7 @@ def quantize(x, quantizer, *, backend: str = "numba"):
     nd = np.dtype(config.norm_dtype)
     as_norm = lambda f: f.view(nd)[..., 0]  # noqa: E731
     if config.kind == "prod":
-        mse_config = dataclasses.replace(config, kind="mse", bits=config.bits - 1, projection=None)
-        mse = MSECodes(fields[0], as_norm(fields[1]), mse_config)
+        mse = MSECodes(fields[0], as_norm(fields[1]), config.mse_config)
         return ProdCodes(mse, fields[2], as_norm(fields[3]), config)
     return MSECodes(fields[0], as_norm(fields[1]), config)
 

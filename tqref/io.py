@@ -35,7 +35,6 @@ import struct
 
 import numpy as np
 
-from .reference import packing
 from .reference.plan import Config
 
 MAGIC = b"TQREFBAT"
@@ -58,19 +57,14 @@ def _align(n: int) -> int:
 
 def array_layout(config: Config, rows: int) -> list:
     """[(name, numpy dtype, shape)] of the arrays a file of ``rows`` vectors holds."""
-    norm = np.dtype(config.norm_dtype).newbyteorder("<")
-    mse_bits = config.bits - 1 if config.kind == "prod" else config.bits
-    layout = [("indices", np.dtype(np.uint8), (rows, packing.packed_size(config.dim, mse_bits))),
-              ("norms", norm, (rows,))]
-    if config.kind == "prod":
-        layout += [("signs", np.dtype(np.uint8), (rows, packing.packed_size(config.dim, 1))),
-                   ("residual_norms", norm, (rows,))]
-    return layout
+    from .quantizers import record_fields
+
+    return [(name, dtype.newbyteorder("<"), (rows,) + row) for name, dtype, row in record_fields(config)]
 
 
 def _config_from_dict(raw) -> Config:
     """Rebuild and validate a Config (through the public quantizers' checks)."""
-    from .quantizers import TurboQuantMSE, TurboQuantProd
+    from .quantizers import from_config
 
     if not isinstance(raw, dict):
         raise BatchFormatError(f"header: expected 'config' to be an object, got {type(raw).__name__}")
@@ -78,20 +72,9 @@ def _config_from_dict(raw) -> Config:
     if set(raw) != fields:
         raise BatchFormatError(f"header: expected config fields {sorted(fields)}, got {sorted(raw)}")
     try:
-        if raw["kind"] == "mse":
-            if raw["projection"] is not None:
-                raise ValueError("projection: expected null for an mse configuration")
-            q = TurboQuantMSE(raw["dim"], raw["bits"], seed=raw["seed"], rotation=raw["rotation"],
-                              codebook=raw["codebook"], norm_dtype=raw["norm_dtype"])
-        elif raw["kind"] == "prod":
-            q = TurboQuantProd(raw["dim"], raw["bits"], seed=raw["seed"], rotation=raw["rotation"],
-                               codebook=raw["codebook"], projection=raw["projection"],
-                               norm_dtype=raw["norm_dtype"])
-        else:
-            raise ValueError(f"kind: expected 'mse' or 'prod', got {raw['kind']!r}")
+        return from_config(Config(**raw)).config
     except (ValueError, TypeError) as exc:
         raise BatchFormatError(f"header: invalid config: {exc}") from None
-    return q.config
 
 
 def _header_entries(config: Config, lead_shape: tuple) -> tuple:
@@ -282,16 +265,13 @@ class BatchFile:
 
     def codes(self, start: int = 0, stop: int | None = None):
         """Rows [start, stop) as MSECodes / ProdCodes (flat, shape (rows,))."""
-        import dataclasses
-
         from .quantizers import MSECodes, ProdCodes
 
         stop = self.rows if stop is None else stop
         a = {k: np.asarray(v[start:stop]) for k, v in self.arrays.items()}
         if self.config.kind == "mse":
             return MSECodes(a["indices"], a["norms"].astype(self.config.norm_dtype), self.config)
-        mse_config = dataclasses.replace(self.config, kind="mse", bits=self.config.bits - 1, projection=None)
-        mse = MSECodes(a["indices"], a["norms"].astype(self.config.norm_dtype), mse_config)
+        mse = MSECodes(a["indices"], a["norms"].astype(self.config.norm_dtype), self.config.mse_config)
         return ProdCodes(mse, a["signs"], a["residual_norms"].astype(self.config.norm_dtype), self.config)
 
 

@@ -24,10 +24,7 @@ from . import backends
 from .reference import codebook as cb
 from .reference import packing, qjl
 from .reference.rotation import ROTATIONS
-from .reference.plan import NORM_DTYPES, Config, Plan, make_plan, norm_rule, unstorable_norms
-
-MSE_BITS = (1, 8)
-PROD_BITS = (2, 9)
+from .reference.plan import MSE_BITS, NORM_DTYPES, PROD_BITS, Config, Plan, make_plan, norm_rule, unstorable_norms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +101,6 @@ class _Quantizer:
     """Shared parts of the two quantizers: configuration, validation, backend dispatch."""
 
     kind = ""
-    bits_range = (1, 8)
 
     def __init__(self, dim, bits, *, seed=0, rotation="hadamard", codebook="beta",
                  projection=None, norm_dtype="float32", backend="reference"):
@@ -276,7 +272,7 @@ class TurboQuantProd(_Quantizer):
                  projection="gaussian", norm_dtype="float32", backend="reference"):
         super().__init__(dim, bits, seed=seed, rotation=rotation, codebook=codebook,
                          projection=projection, norm_dtype=norm_dtype, backend=backend)
-        self.mse_config = dataclasses.replace(self.config, kind="mse", bits=bits - 1, projection=None)
+        self.mse_config = self.config.mse_config
 
     def quantize(self, x) -> ProdCodes:
         """x (..., dim) -> ProdCodes (mse stage, packed signs, residual norms γ).
@@ -328,6 +324,36 @@ class TurboQuantProd(_Quantizer):
         q, qlead = self._rows(query, "query")
         est = self.backend.prod_inner_product(q, packed, norms, signs, gammas, self.plan)
         return est.reshape(qlead + lead)
+
+
+def from_config(config: Config, *, backend="reference"):
+    """The public quantizer (TurboQuantMSE or TurboQuantProd) of ``config``, validated."""
+    if not isinstance(config, Config):
+        raise ValueError(f"config: expected a Config, got {type(config).__name__}")
+    common = dict(seed=config.seed, rotation=config.rotation, codebook=config.codebook,
+                  norm_dtype=config.norm_dtype, backend=backend)
+    if config.kind == "prod":
+        return TurboQuantProd(config.dim, config.bits, projection=config.projection, **common)
+    if config.kind != "mse":
+        raise ValueError(f"kind: expected 'mse' or 'prod', got {config.kind!r}")
+    if config.projection is not None:
+        raise ValueError(f"projection: expected None for an mse configuration, got {config.projection!r}")
+    return TurboQuantMSE(config.dim, config.bits, **common)
+
+
+def record_fields(config: Config) -> list:
+    """(name, dtype, row shape) of the codes of one vector, in storage order (io, dask).
+
+    indices uint8 (ceil(dim·mse_bits/8),), norms norm_dtype (); prod adds signs uint8
+    (ceil(dim/8),) and residual_norms norm_dtype () — the arrays of MSECodes / ProdCodes.
+    """
+    norm = np.dtype(config.norm_dtype)
+    fields = [("indices", np.dtype(np.uint8), (packing.packed_size(config.dim, config.mse_bits),)),
+              ("norms", norm, ())]
+    if config.kind == "prod":
+        fields += [("signs", np.dtype(np.uint8), (packing.packed_size(config.dim, 1),)),
+                   ("residual_norms", norm, ())]
+    return fields
 
 
 def lloyd_max(bits: int, dim: int, law: str = "beta") -> cb.Codebook:

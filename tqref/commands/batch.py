@@ -92,16 +92,14 @@ def quantize_file(src, dst, *, bits: int, prod: bool = False, seed: int = 0, rot
 def dequantize_file(src, dst, *, backend: str = "reference", chunk_rows=None, show_progress: bool = True,
                     verify: bool = True) -> dict:
     """Decode the batch file ``src`` into a float32 .npy ``dst`` of the original shape."""
-    import tqref
     from tqref.io import BatchFile
+    from tqref.quantizers import from_config
 
     from .._progress import progress
 
     f = BatchFile(src, verify=verify)
     c = f.config
-    common = dict(seed=c.seed, rotation=c.rotation, codebook=c.codebook, norm_dtype=c.norm_dtype, backend=backend)
-    q = (tqref.TurboQuantProd(c.dim, c.bits, projection=c.projection, **common) if c.kind == "prod"
-         else tqref.TurboQuantMSE(c.dim, c.bits, **common))
+    q = from_config(c, backend=backend)
     out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=f.lead_shape + (c.dim,))
     flat = out.reshape(-1, c.dim)
     step = _chunk_rows(chunk_rows, c.dim)

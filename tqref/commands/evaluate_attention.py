@@ -16,6 +16,7 @@ import json
 import sys
 
 from ..evaluation import attention_fidelity as af
+from ..reference.plan import MSE_BITS
 
 QUICK = dict(contexts=(256, 1024), bits=(2, 3), head_dim=64, num_queries=16)
 
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
                    help=f"context lengths (default {' '.join(map(str, d.contexts))})")
     p.add_argument("--bits", type=int, nargs="+", metavar="B", choices=range(2, 9), default=list(d.bits),
                    help="key bits per coordinate, 2..8 (default 2 3 4)")
-    p.add_argument("--value-bits", type=int, choices=range(1, 9), metavar="B", default=None,
+    p.add_argument("--value-bits", type=int, choices=range(MSE_BITS[0], MSE_BITS[1] + 1), metavar="B", default=None,
                    help="value bits (default: the key bits of each row)")
     p.add_argument("--variants", nargs="+", choices=tuple(af.VARIANTS), default=list(d.variants),
                    help="cache variants (default: all)")

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from ..reference.plan import MSE_BITS
+
 PAPER_MSE = {1: 0.36, 2: 0.117, 3: 0.03, 4: 0.009}
 PAPER_PROD = {1: 1.57, 2: 0.56, 3: 0.18, 4: 0.047}
 ESTIMATORS = ("mse", "mse_debiased", "prod_gaussian", "prod_orthogonal")
@@ -177,7 +179,8 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--dim", type=int, default=128, help="vector dimension (default 128)")
     p.add_argument("--vectors", type=int, default=20000, help="number of unit vectors (default 20000)")
-    p.add_argument("--bits", type=int, nargs="+", default=[1, 2, 3, 4], choices=range(1, 9), metavar="B")
+    p.add_argument("--bits", type=int, nargs="+", default=[1, 2, 3, 4], choices=range(MSE_BITS[0], MSE_BITS[1] + 1),
+                   metavar="B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rotation", choices=("hadamard", "haar"), default="hadamard")
     p.add_argument("--backend", default="reference", help="reference | numba | cuda | auto")

@@ -225,7 +225,7 @@ def _mse_codes(q, f):
     nb = packing.packed_size(q.dim, q.plan.bits)
     packed = _flat(f["packed"], np.uint8).reshape(1, nb)
     norms = _flat(f["norm"], _norm_dtype(f)).reshape(1)
-    return MSECodes(packed, norms, q.config if q.config.kind == "mse" else q.mse_config)
+    return MSECodes(packed, norms, q.config.mse_config)
 
 
 def mse_dequantize(f, backend="reference"):

@@ -14,6 +14,7 @@ adds its extra bits on top of each quantized layer's widths.
 from __future__ import annotations
 
 from .. import _validate as v
+from ..reference.plan import MSE_BITS
 
 FLOAT16 = "float16"
 
@@ -41,5 +42,5 @@ def resolve(layer_bits, num_layers: int, key_bits: int, value_bits: int, key_ran
         if len(pair) != 2:
             raise ValueError(f"{name}: expected (key_bits, value_bits), an int or {FLOAT16!r}, got {bits!r}")
         plan[index] = (v.check_int(f"{name} key bits", pair[0], *key_range),
-                       v.check_int(f"{name} value bits", pair[1], 1, 8))
+                       v.check_int(f"{name} value bits", pair[1], *MSE_BITS))
     return plan

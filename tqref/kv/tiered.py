@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import _validate as v
 from ..reference import attention
+from ..reference.plan import BITS
 from . import layers as layers_mod
 from . import outliers as outliers_mod
 from . import window as win
@@ -94,7 +95,7 @@ class Tiered:
                 if getattr(cache, name):
                     raise ValueError(f"{name}: expected False with outliers (the two parts have different "
                                      f"shrinkage α), got True")
-        key_range = (2, 9) if cache.mode == "prod" else (1, 8)
+        key_range = BITS[cache.mode]
         self.layer_plan = layers_mod.resolve(layer_bits, cache.num_layers, kc.bits, cache.value_bits, key_range)
         for layer, bits in enumerate(self.layer_plan):
             if bits != layers_mod.FLOAT16 and max(bits) + extra > 8:

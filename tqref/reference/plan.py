@@ -17,6 +17,11 @@ from . import codebook as cb
 from . import qjl, rotation
 
 NORM_DTYPES = ("float32", "float16")
+#: total bits per coordinate, inclusive ranges: mse spends them all on the codebook (≤ 8 so an
+#: index fits a byte); prod spends bits − 1 on its mse stage and 1 on the QJL sign
+MSE_BITS = (1, 8)
+PROD_BITS = (2, 9)
+BITS = {"mse": MSE_BITS, "prod": PROD_BITS}
 #: float16 storage keeps a norm (or γ) only inside float16's normal range, or exactly 0:
 #: a subnormal float16 loses relative precision (a 1e-6 norm keeps 4 bits) and above the
 #: maximum it overflows (docs/decisions.md (f)). The one definition, used by the quantizers,
@@ -67,6 +72,14 @@ class Config:
     @property
     def mse_bits(self) -> int:
         return self.bits - 1 if self.kind == "prod" else self.bits
+
+    @property
+    def mse_config(self) -> "Config":
+        """The Config of the mse stage: itself for mse; for prod, bits − 1 and no projection
+        (the configuration of ``ProdCodes.mse``)."""
+        if self.kind == "mse":
+            return self
+        return dataclasses.replace(self, kind="mse", bits=self.bits - 1, projection=None)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
