@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -19,6 +21,23 @@ def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_flag(name: str, value) -> bool:
+    """A bool (Python or NumPy), returned as a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def softmax_scale(scale, head_dim: int) -> float:
+    """The attention softmax scale: None -> 1/sqrt(head_dim); else a finite real number > 0."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    ok = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
+    if not ok or not math.isfinite(float(scale)) or float(scale) <= 0:
+        raise ValueError(f"scale: expected a finite number > 0 or None, got {scale!r}")
+    return float(scale)
 
 
 def first_bad_row(bad: np.ndarray):

@@ -138,9 +138,8 @@ class KVCache:
         v.check_choice("rotation", rotation, rot.ROTATIONS)
         v.check_choice("codebook", codebook, cb.LAWS)
         v.check_choice("norm_dtype", norm_dtype, NORM_DTYPES)
-        for name, flag in (("debiased", debiased), ("debiased_values", debiased_values)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        debiased = v.check_flag("debiased", debiased)
+        debiased_values = v.check_flag("debiased_values", debiased_values)
         if mode == "prod":
             if debiased:
                 raise ValueError("debiased: expected False in mode='prod' (the prod estimator is already "
@@ -492,14 +491,8 @@ class KVCache:
         layer = self._check_layer(layer)
         lay = self._require(layer)
         q32, _, group = self._check_q(q, self.batch_size)
-        if scale is None:
-            scale = 1.0 / math.sqrt(self.head_dim)
-        ok = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
-        if not ok or not math.isfinite(float(scale)) or float(scale) <= 0:
-            raise ValueError(f"scale: expected a finite number > 0 or None, got {scale!r}")
-        for name, flag in (("causal", causal), ("return_lse", return_lse)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        scale = v.softmax_scale(scale, self.head_dim)
+        causal, return_lse = v.check_flag("causal", causal), v.check_flag("return_lse", return_lse)
         start = v.check_int("start", start, 0, lay.seq)
         lag = v.check_int("lag", lag, 0)
         if lag and not causal:

@@ -29,7 +29,8 @@ def test_from_config_builds_the_quantizer_of_the_config():
     for config in (Config("mse", 16, 3, 2, "haar", "gaussian", None, "float16"),
                    Config("prod", 16, 3, 2, projection="orthogonal")):
         q = from_config(config, backend="reference")
-        assert q.config == config and type(q) is (tqref.TurboQuantProd if config.kind == "prod" else tqref.TurboQuantMSE)
+        expected = tqref.TurboQuantProd if config.kind == "prod" else tqref.TurboQuantMSE
+        assert q.config == config and type(q) is expected
     with pytest.raises(ValueError, match="projection: expected None for an mse configuration, got 'gaussian'"):
         from_config(Config("mse", 16, 3, projection="gaussian"))
     with pytest.raises(ValueError, match="kind: expected 'mse' or 'prod', got 'other'"):

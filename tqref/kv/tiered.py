@@ -22,7 +22,6 @@ append's queries.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -178,14 +177,8 @@ class Tiered:
         if lay.seq == 0:
             raise ValueError(f"layer: expected a layer holding cached positions, got layer {layer} with seq_len 0")
         q32, _, group = self.cache._check_q(q, self.cache.batch_size)
-        if scale is None:
-            scale = 1.0 / math.sqrt(self.cache.head_dim)
-        ok = isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
-        if not ok or not math.isfinite(float(scale)) or float(scale) <= 0:
-            raise ValueError(f"scale: expected a finite number > 0 or None, got {scale!r}")
-        for name, flag in (("causal", causal), ("return_lse", return_lse)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        scale = v.softmax_scale(scale, self.cache.head_dim)
+        causal, return_lse = v.check_flag("causal", causal), v.check_flag("return_lse", return_lse)
         t_len, lq = lay.seq, q32.shape[2]
         if causal and lq > t_len:
             raise ValueError(f"q: expected at most seq_len={t_len} query positions with causal=True "
