@@ -467,6 +467,40 @@ def segment_words(builder, words, w0, packed, r0, col, bits):
                 words.store(builder.add(w0, ir.Constant(w0.type, g)), wv)
 
 
+def _score_segment(n, bits):
+    chains = max(1, 8 // n)
+
+    @_primitive(_is_tile, types.intp, _is_matrix, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile)
+    def fn(builder, out, o0, q, j0, packed, r0, col, table):
+        """out[o0 + k, :] += Σ_j q[k, j0 + j] · table[index j of the run packed[r0 + l, col :
+        col + 16·bits]] for k < n, j < 128 (attention only: interleaved partial sums, fused
+        multiply-adds): dot_rows fused with unpack_segment, the centroids never stored."""
+        zero = ir.Constant(_VEC, [0.0] * TILE)
+        look = _Lookup(builder, table, bits)
+        accs = [[zero] * chains for _ in range(n)]
+        for g, wv in enumerate(_segment_words(builder, packed, r0, col, bits)):
+            for i in range(8):
+                j = builder.add(j0, ir.Constant(j0.type, 8 * g + i))
+                v = look.field(wv, bits * i)
+                c = (8 * g + i) % chains
+                for k in range(n):
+                    qk = _splat(builder, builder.load(q.ptr(ir.Constant(j0.type, k), j)))
+                    accs[k][c] = builder.fadd(accs[k][c], builder.fmul(qk, v, flags=_CONTRACT), flags=_CONTRACT)
+        for k in range(n):
+            total = accs[k][0]
+            for c in range(1, chains):
+                total = builder.fadd(total, accs[k][c])
+            row = builder.add(o0, ir.Constant(o0.type, k))
+            out.store(row, builder.fadd(out.load(row), total))
+
+    fn.__name__ = f"score_segment{n}_{bits}"
+    return fn
+
+
+score_segment4_1, score_segment4_2, score_segment4_3, score_segment4_4 = (_score_segment(4, b) for b in range(1, 5))
+score_segment8_1, score_segment8_2, score_segment8_3, score_segment8_4 = (_score_segment(8, b) for b in range(1, 5))
+
+
 def _value_rows(n, bits):
     @_primitive(_is_tile, types.intp, types.intp, _is_words, types.intp, types.intp, types.intp, _is_tile,
                 _is_tile, types.intp, types.intp)
@@ -599,15 +633,11 @@ EXP_Q = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6
          5.0000001201e-1)
 
 
-@_primitive(_is_tile, types.intp, types.float32, returns=types.float32)
-def row_exp_sub(builder, buf, p, m):
-    """buf[p, :] = e^(buf[p, :] − m) (see EXP_Q; −inf and anything below EXP_MIN give 0);
-    returns the sum of the 16 results (float32, added as a tree: _lane_sum)."""
+def _exp_lanes(builder, x):
+    """e^x on lanes (see EXP_Q; −inf and anything below EXP_MIN give 0)."""
     def const(value):
         return ir.Constant(_VEC, [float(value)] * TILE)
 
-    q = buf.ptr(p)
-    x = builder.fsub(_vload(builder, q), _splat(builder, m))
     low = builder.fcmp_ordered("<", x, const(EXP_MIN))  # also false for NaN (never produced here)
     xc = builder.select(low, const(0.0), x)  # keeps −inf out of the arithmetic
     floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC]), f"llvm.floor.v{TILE}f32")
@@ -621,9 +651,39 @@ def row_exp_sub(builder, buf, p, m):
     ni = builder.fptosi(n, i32v)
     scale = builder.bitcast(builder.shl(builder.add(ni, ir.Constant(i32v, [127] * TILE)),
                                         ir.Constant(i32v, [23] * TILE)), _VEC)
-    out = builder.select(low, const(0.0), builder.fmul(e, scale))
-    _vstore(builder, out, q)
-    return _lane_sum(builder, out)
+    return builder.select(low, const(0.0), builder.fmul(e, scale))
+
+
+@_primitive(_is_tile, types.intp, types.intp, types.intp, types.float32, returns=types.float32)
+def rows_exp_sum(builder, buf, p, stride, count, m):
+    """buf[p + k·stride, :] = e^(buf[p + k·stride, :] − m) for k < count (_exp_lanes);
+    returns the sum of all the results (float32: lane sums over k, then _lane_sum)."""
+    total = cgutils.alloca_once_value(builder, ir.Constant(_VEC, [0.0] * TILE))
+    with cgutils.for_range(builder, count) as loop:
+        q = buf.ptr(builder.add(p, builder.mul(loop.index, stride)))
+        out = _exp_lanes(builder, builder.fsub(_vload(builder, q), _splat(builder, m)))
+        _vstore(builder, out, q)
+        builder.store(builder.fadd(builder.load(total), out), total)
+    return _lane_sum(builder, builder.load(total))
+
+
+@_primitive(_is_tile, types.intp, types.intp, types.intp, returns=types.float32)
+def rows_max(builder, buf, p, stride, count):
+    """max of buf[p + k·stride, :] over k < count and the lanes (−inf when count is 0)."""
+    i32 = ir.IntType(32)
+    mask_t = ir.VectorType(i32, TILE)
+    best = cgutils.alloca_once_value(builder, ir.Constant(_VEC, [float("-inf")] * TILE))
+    with cgutils.for_range(builder, count) as loop:
+        v = buf.load(builder.add(p, builder.mul(loop.index, stride)))
+        cur = builder.load(best)
+        builder.store(builder.select(builder.fcmp_ordered(">", v, cur), v, cur), best)
+    vec = builder.load(best)
+    n = TILE
+    while n > 1:
+        n //= 2
+        upper = builder.shuffle_vector(vec, vec, ir.Constant(mask_t, [n + i if i < n else i for i in range(TILE)]))
+        vec = builder.select(builder.fcmp_ordered(">", upper, vec), upper, vec)
+    return builder.extract_element(vec, ir.Constant(i32, 0))
 
 
 def _lane_sum(builder, vec):

@@ -62,6 +62,46 @@ def _value_tile(vidx, t0, cnt, bits, d, table, vtile, rowbuf, word, vn, vnl, sc,
 
 
 @jit
+def _score_segment(out, o0, q, j0, packed, r0, col, table, bits, nr):
+    """_simd.score_segment for nr = 4 or 8 rows (q rows 0 .. nr)."""
+    if nr == 4:
+        if bits == 1:
+            S.score_segment4_1(out, o0, q, j0, packed, r0, col, table)
+        elif bits == 2:
+            S.score_segment4_2(out, o0, q, j0, packed, r0, col, table)
+        elif bits == 3:
+            S.score_segment4_3(out, o0, q, j0, packed, r0, col, table)
+        else:
+            S.score_segment4_4(out, o0, q, j0, packed, r0, col, table)
+    elif bits == 1:
+        S.score_segment8_1(out, o0, q, j0, packed, r0, col, table)
+    elif bits == 2:
+        S.score_segment8_2(out, o0, q, j0, packed, r0, col, table)
+    elif bits == 3:
+        S.score_segment8_3(out, o0, q, j0, packed, r0, col, table)
+    else:
+        S.score_segment8_4(out, o0, q, j0, packed, r0, col, table)
+
+
+@jit
+def _scores(out, o0, q, packed, t0, cnt, bits, d, table, tile, rowbuf, word, nr):
+    """out[o0 + r, :] = Σ_j q[r, j] · c[j, :] for the key tile of tokens t0 .. t0+cnt (c its
+    centroids, decoded from ``packed`` with ``table``), r < nr. Decode's 4 or 8 rows of a
+    whole tile with 16-group runs (d a multiple of 128, bits ≤ 4) take the fused
+    score_segment (centroids never stored); the rest decode the tile, then _dot."""
+    groups = (d + 7) // 8
+    if cnt == L and bits <= 4 and groups % 16 == 0 and (nr == 4 or nr == 8):
+        for r in range(nr):
+            for u in range(L):
+                out[o0 + r, u] = 0.0
+        for seg in range(groups // 16):
+            _score_segment(out, o0, q, 128 * seg, packed, t0, bits * 16 * seg, table, bits, nr)
+        return
+    T.unpack_tile(packed, t0, cnt, bits, d, table, tile, rowbuf, word)
+    _dot(out, o0, q, tile, nr, d)
+
+
+@jit
 def _value_group(acc, a0, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, four):
     """One group of 8 coordinates for rows r .. r+4 (``four``) or row r: _simd.value_rows."""
     if four:
@@ -173,13 +213,11 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                 for t0 in range(c0, c1, L):
                     cnt = min(L, c1 - t0)
                     base = (t0 - c0) // L * rmax
-                    T.unpack_tile(kidx, t0, cnt, key_bits, d, key_table, ktile, rowbuf, word)
-                    _dot(sc, base, qloc, ktile, nr, d)
+                    _scores(sc, base, qloc, kidx, t0, cnt, key_bits, d, key_table, ktile, rowbuf, word, nr)
                     for u in range(L):
                         knl[u] = kn[t0 + u] if u < cnt else np.float32(0.0)
                     if prod_mode:
-                        T.unpack_tile(ksgn, t0, cnt, 1, d, pm, ztile, rowbuf, word)
-                        _dot(z16, 0, qploc, ztile, nr, d)
+                        _scores(z16, 0, qploc, ksgn, t0, cnt, 1, d, pm, ztile, rowbuf, word, nr)
                         for u in range(L):
                             kgl[u] = kappa * kg[t0 + u] if u < cnt else np.float32(0.0)
                     for r in range(nr):
@@ -194,11 +232,7 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                 # 2. online softmax: chunk max, exponentials, rescale of the running sums
                 ntiles = (c1 - c0 + L - 1) // L
                 for r in range(nr):
-                    cmax = np.float32(-np.inf)
-                    for k in range(ntiles):
-                        for u in range(L):
-                            x = sc[k * rmax + r, u]
-                            cmax = x if x > cmax else cmax
+                    cmax = S.rows_max(sc, r, rmax, ntiles)
                     if cmax > m[r]:
                         if m[r] > -np.inf:
                             f = np.exp(m[r] - cmax)
@@ -208,9 +242,8 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                         m[r] = cmax
                     mr = m[r]
                     tot = np.float32(0.0)
-                    if mr > -np.inf:
-                        for k in range(ntiles):  # e^(logit − m) on lanes; masked keys (−inf) give 0
-                            tot += S.row_exp_sub(sc, k * rmax + r, mr)
+                    if mr > -np.inf:  # e^(logit − m) on lanes; masked keys (−inf) give 0
+                        tot = S.rows_exp_sum(sc, r, rmax, ntiles, mr)
                     else:
                         for k in range(ntiles):
                             sc[k * rmax + r] = 0.0
