@@ -1,10 +1,10 @@
 """Backend registry: each operation has a "reference", "numba" and "cuda" implementation.
 
-A backend is an object with the methods of :class:`tqref.backends.reference.ReferenceBackend`
+A backend implements the typed Protocols of :mod:`tqref.backends.protocol`: ``Backend``
 (mse_quantize, mse_dequantize, prod_quantize, prod_dequantize, mse_inner_product,
-prod_inner_product, attend — the KV cache's attention over packed codes), each taking
-validated float32 arrays and a
-:class:`tqref.reference.plan.Plan`. Backends load lazily; asking for one that cannot load is
+prod_inner_product, attend — the KV cache's attention over packed codes) and, where it has
+them, the step operations (``RotationSteps``, ``CodeSteps``) and device operations
+(``DeviceOps``), each taking validated arrays and a :class:`tqref.reference.plan.Plan`. Backends load lazily; asking for one that cannot load is
 an error naming the reason — never a silent fallback. ``"auto"`` is the explicit request
 "the fastest available": cuda (never the CUDA simulator), then numba, then reference.
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference import attention, estimators, mse, prod
+from ..reference import attention, codebook, estimators, mse, packing, prod
 
 CHUNK_ROWS = 2048
 
@@ -25,6 +25,9 @@ def _chunked(fn, *arrays):
 
 
 class ReferenceBackend:
+    """The reference modules behind the backend Protocols (protocol.py): whole operations and
+    the host step operations."""
+
     name = "reference"
 
     def mse_quantize(self, x, plan):
@@ -44,6 +47,22 @@ class ReferenceBackend:
 
     def prod_inner_product(self, queries, packed, norms, signs, gammas, plan):
         return estimators.prod_inner_product(queries, packed, norms, signs, gammas, plan)
+
+    # ------------------------------------------------------------------ step operations
+    def rotate(self, x, plan):
+        return plan.rotate(x)
+
+    def rotate_inverse(self, y, plan):
+        return plan.rotate_inverse(y)
+
+    def nearest_index(self, values, boundaries):
+        return codebook.nearest_index(np.asarray(values, np.float32), np.asarray(boundaries, np.float64))
+
+    def pack_bits(self, indices, bits: int):
+        return packing.pack_bits(indices, bits)
+
+    def unpack_bits(self, packed, bits: int, count: int):
+        return packing.unpack_bits(packed, bits, count)
 
     def attend(self, q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
                key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0,

@@ -20,8 +20,11 @@ import dataclasses
 
 import numpy as np
 
+from .. import backends
+from ..backends.protocol import CodeSteps, RotationSteps, implements
 from ..reference import codebook as cb
 from ..reference import mse, packing, prng, qjl, reduction, rotation
+from ..reference.plan import Config, Plan
 
 _F32 = np.float32
 
@@ -103,10 +106,25 @@ def fwht(f, backend="reference"):
     return {"y": rotation.fwht(x)}
 
 
+def _steps(backend: str, protocol):
+    """The backend object for a step operation: the reference runs the reference modules;
+    another backend runs its own step when it implements ``protocol`` (backends/protocol.py)."""
+    if backend == "reference":
+        return None
+    impl = backends.get(backend)
+    if not implements(impl, protocol):
+        raise Unsupported(f"backend {backend!r} has no {protocol.__name__} step operations")
+    return impl
+
+
 def rotate_hadamard(f, backend="reference"):
     x = _flat(f["x"], _F32).reshape(1, int(f["dim"]))
-    return {"forward": rotation.hadamard_forward(x, f["seed"])[0],
-            "inverse": rotation.hadamard_inverse(x, f["seed"])[0]}
+    impl = _steps(backend, RotationSteps)
+    if impl is None:
+        return {"forward": rotation.hadamard_forward(x, f["seed"])[0],
+                "inverse": rotation.hadamard_inverse(x, f["seed"])[0]}
+    plan = Plan.from_config(Config("mse", int(f["dim"]), 1, int(f["seed"])))  # the signs of (dim, seed)
+    return {"forward": np.asarray(impl.rotate(x, plan))[0], "inverse": np.asarray(impl.rotate_inverse(x, plan))[0]}
 
 
 def rotate_haar(f, backend="reference"):
@@ -124,7 +142,9 @@ def codebook(f, backend="reference"):
 
 def nearest_index(f, backend="reference"):
     values = _flat(f["values"], _F32)
-    return {"indices": cb.nearest_index(values, _flat(f["boundaries"], np.float64)).astype(np.uint8)}
+    impl = _steps(backend, CodeSteps)
+    find = cb.nearest_index if impl is None else impl.nearest_index
+    return {"indices": np.asarray(find(values[None], _flat(f["boundaries"], np.float64)))[0].astype(np.uint8)}
 
 
 def pack(f, backend="reference"):
@@ -133,12 +153,17 @@ def pack(f, backend="reference"):
         raise Refused(f"indices: expected {f['count']} values, got {idx.size}")
     if int(f["bits"]) < 8 and np.any(idx >> np.uint8(f["bits"])):
         raise Refused(f"indices: expected values below 2^{f['bits']}")
-    return {"packed": packing.pack_bits(idx, int(f["bits"]))}
+    impl = _steps(backend, CodeSteps)
+    pack_bits = packing.pack_bits if impl is None else impl.pack_bits
+    return {"packed": np.asarray(pack_bits(idx[None], int(f["bits"])))[0]}
 
 
 def unpack(f, backend="reference"):
+    impl = _steps(backend, CodeSteps)
+    unpack_bits = packing.unpack_bits if impl is None else impl.unpack_bits
     try:
-        return {"indices": packing.unpack_bits(_flat(f["packed"], np.uint8), int(f["bits"]), int(f["count"]))}
+        return {"indices": np.asarray(unpack_bits(_flat(f["packed"], np.uint8)[None], int(f["bits"]),
+                                                  int(f["count"])))[0]}
     except ValueError as exc:
         raise Refused(str(exc)) from exc
 
@@ -319,9 +344,11 @@ OPERATIONS = {
     "prod_inner_product": prod_inner_product,
 }
 
-#: operations whose result depends on the backend (the others always run the reference)
+#: operations whose result depends on the backend (the others always run the reference): the
+#: whole operations, and the step operations a backend runs when it implements their Protocol
+#: (backends/protocol.py; a backend without them reports the step as skipped)
 BACKEND_OPS = ["mse_quantize", "mse_dequantize", "mse_inner_product", "prod_quantize", "prod_dequantize",
-               "prod_inner_product"]
+               "prod_inner_product", "rotate_hadamard", "nearest_index", "pack", "unpack"]
 
 
 def register(name: str, fn, *, uses_backend: bool = False) -> None:

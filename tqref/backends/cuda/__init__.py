@@ -438,3 +438,22 @@ class CudaBackend:
                             key_signs=key_signs, key_gammas=key_gammas, scale=scale, value_scale=value_scale,
                             group_size=group_size, causal=causal, start=start, lag=lag, return_lse=return_lse)
         return tuple(to_host(r) for r in res) if return_lse else to_host(res)
+
+    # ------------------------------------------------------------------ steps (backends/protocol.py)
+    def rotate(self, x, plan):
+        """Π x for float32 rows (n, d), host arrays (rotate_device, bit-identical to the reference)."""
+        return to_host(rotate_device(x, plan))
+
+    def rotate_inverse(self, y, plan):
+        """Πᵀ y for float32 rows (n, d), host arrays."""
+        return to_host(rotate_device(y, plan, inverse=True))
+
+    # the device operations (protocol.DeviceOps): the module functions above
+    mse_quantize_device = staticmethod(mse_quantize_device)
+    mse_dequantize_device = staticmethod(mse_dequantize_device)
+    prod_quantize_device = staticmethod(prod_quantize_device)
+    prod_dequantize_device = staticmethod(prod_dequantize_device)
+    mse_inner_product_device = staticmethod(mse_inner_product_device)
+    prod_inner_product_device = staticmethod(prod_inner_product_device)
+    attend_device = staticmethod(attend_device)
+    rotate_device = staticmethod(rotate_device)
