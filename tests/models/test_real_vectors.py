@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 
 from tqref.commands.conformance import _roots
-from tqref.conformance import drift, lint, loader, real_data, verify
+from tqref.conformance import drift, lint, loader, norm16, real_data, verify
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 REAL = REPO / "conformance" / real_data.DIR_NAME
@@ -52,4 +52,4 @@ def test_verify_and_lint_find_the_added_family_beside_v1():
         dir = None
 
     roots = _roots(Args, loader.find_dir(REPO / "conformance" / "v1"))
-    assert [p.name for p in roots] == ["v1", real_data.DIR_NAME]
+    assert [p.name for p in roots] == ["v1", real_data.DIR_NAME, norm16.DIR_NAME]

@@ -767,6 +767,27 @@ def render() -> dict:
     return files
 
 
+def render_family(builders: list, generator: str) -> dict:
+    """relative path -> text of a vector family added beside v1 (real-v1, norm16-v1): its files,
+    the schemas they use (and the common one) and an index.json naming ``generator``, the
+    module that wrote it, with no PRNG stream file (lint.py tells added families by this)."""
+    files, entries, used = {}, [], set()
+    for fb in builders:
+        doc = fb.document()
+        text = encoding.canonical_text(doc)
+        files[f"{fb.name}.json"] = text
+        used.add(fb.type.schema)
+        entries.append({"file": f"{fb.name}.json", "algorithm": doc["algorithm"], "schema": doc["schema"],
+                        "testType": fb.type.name, "numberOfTests": doc["numberOfTests"],
+                        "sha256": hashlib.sha256(text.encode()).hexdigest()})
+    for name, schema in schemas.all_schemas().items():
+        if name in used or name == schemas.COMMON:
+            files[f"schemas/{name}"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    index = {"specVersion": spec.SPEC_VERSION, "generator": {"name": generator, "version": "1"}, "files": entries}
+    files[INDEX] = encoding.canonical_text(index)
+    return files
+
+
 def write(out_dir, files: dict | None = None) -> dict:
     """Write the vector set into ``out_dir`` (created); stale .json files there are removed."""
     out = pathlib.Path(out_dir)

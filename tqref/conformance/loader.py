@@ -46,7 +46,7 @@ def find_dir(explicit=None) -> pathlib.Path:
 
 
 #: vector families added beside v1 in their own directories (same spec version and schemas; v1 stays frozen)
-ADDED_DIRS = ("real-v1",)
+ADDED_DIRS = ("real-v1", "norm16-v1")
 
 
 def added_dirs(root) -> list:

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import pathlib
 import sys
 
 import numpy as np
 
-from . import encoding, generate, schemas, spec
+from . import encoding, generate, spec
 from .generate import FileBuilder, _projection, _quantizer_test, header, mse_tolerance, prod_tolerance
 from .families import _kv_tolerance, register_all
 from ..reference import codebook as cb
@@ -42,7 +41,6 @@ from ..reference import qjl
 
 INPUTS = pathlib.Path(__file__).with_name("real_kv_inputs.json")
 DIR_NAME = "real-v1"
-INDEX = "index.json"
 CAPTURE_TOKENS = 256
 OUTLIER_LAYERS = 3
 POSITIONS = 4  # key/value positions per (layer, kv head 0) for the quantizer files
@@ -209,22 +207,7 @@ def builders(inputs: dict | None = None) -> list:
 
 def render(inputs: dict | None = None) -> dict:
     """relative path -> text of the whole real-v1 directory (nothing written)."""
-    files, entries, used = {}, [], set()
-    for fb in builders(inputs):
-        doc = fb.document()
-        text = encoding.canonical_text(doc)
-        files[f"{fb.name}.json"] = text
-        used.add(fb.type.schema)
-        entries.append({"file": f"{fb.name}.json", "algorithm": doc["algorithm"], "schema": doc["schema"],
-                        "testType": fb.type.name, "numberOfTests": doc["numberOfTests"],
-                        "sha256": hashlib.sha256(text.encode()).hexdigest()})
-    for name, schema in schemas.all_schemas().items():
-        if name in used or name == schemas.COMMON:
-            files[f"schemas/{name}"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-    index = {"specVersion": spec.SPEC_VERSION, "generator": {"name": "tqref/conformance/real_data.py",
-                                                             "version": "1"}, "files": entries}
-    files[INDEX] = encoding.canonical_text(index)
-    return files
+    return generate.render_family(builders(inputs), "tqref/conformance/real_data.py")
 
 
 def write(out_dir, files: dict | None = None) -> dict:

@@ -1,0 +1,56 @@
+"""conformance/norm16-v1: vectors on both sides of the float16 norm rule's boundaries."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import tqref
+from tqref.conformance import drift, lint, norm16, verify
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NORM16 = REPO / "conformance" / norm16.DIR_NAME
+
+
+def test_regenerating_reproduces_the_shipped_norm16_vectors():
+    problems = drift.differences(NORM16, norm16.render())
+    assert not problems, ("norm16-v1 drifted; regenerate with `python -m tqref.conformance.norm16 --out "
+                          "conformance/norm16-v1` if intended:\n" + "\n".join(problems[:40]))
+
+
+def test_norm16_vectors_lint_clean_with_both_results():
+    problems, files, tests = lint.lint_dir(NORM16)
+    assert problems == [] and files == 2 and tests == 28
+    results = [result for *_, result in norm16.cases(16)]
+    assert results.count("valid") == 5 and results.count("invalid") == 2
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_backends_pass_the_norm16_vectors(backend):
+    if backend not in tqref.backends():
+        pytest.skip(f"{backend} is not available")
+    reports = verify.verify(NORM16, backend)
+    assert len(reports) == 2 and all(r.ok for r in reports), [(r.name, r.ok) for r in reports]
+
+
+@pytest.mark.parametrize("mode", ["mse", "prod"])
+def test_quantizers_and_kv_cache_apply_the_same_rule_at_each_boundary(mode):
+    d = 16
+    quantizer = (tqref.TurboQuantProd(d, 3, norm_dtype="float16") if mode == "prod"
+                 else tqref.TurboQuantMSE(d, 3, norm_dtype="float16"))
+    for comment, _, x, result in norm16.cases(d):
+        cache = tqref.KVCache(1, 1, d, key_bits=3, value_bits=3, mode=mode, norm_dtype="float16")
+        kv = np.broadcast_to(x, (1, 1, 1, d))
+        if result == "valid":
+            codes = quantizer.quantize(x[None])
+            norms = codes.norms if mode == "mse" else codes.mse.norms
+            cache.append(0, kv, kv)
+            stored = cache.stored(0)
+            assert stored["key_norms"].reshape(-1).tobytes() == norms.tobytes(), comment
+            assert stored["value_norms"].reshape(-1)[0] == np.float16(np.linalg.norm(x)), comment
+        else:
+            with pytest.raises(ValueError, match="float16's normal range"):
+                quantizer.quantize(x[None])
+            with pytest.raises(ValueError, match="float16's normal range"):
+                cache.append(0, kv, kv)
+            assert cache.seq_len(0) == 0, comment
