@@ -63,6 +63,15 @@ def load_rows(x, r0, cnt, buf):
 
 
 @jit
+def store_rows(tile, r0, cnt, out):
+    """out[r0 + l, j] = tile[j, l] for rows l < cnt (the inverse of :func:`load_rows`)."""
+    d = out.shape[1]
+    for l in range(cnt):
+        for j in range(d):
+            out[r0 + l, j] = tile[j, l]
+
+
+@jit
 def load_split_norm(x, xbits, r0, cnt, sign0, buf, acc, norms, nsd, scale):
     """mse.split_norm for rows r0 .. r0+cnt of x, fused with the rotation's "pre" signs.
 

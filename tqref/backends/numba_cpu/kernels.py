@@ -290,10 +290,7 @@ def rotate_rows(x, sign0, m, fo, ff, pi, haar, out, nchunks):
                 s = sign0[j]
                 for q in range(L):
                     buf[j, q] = x[r0 + q, j] * s if q < cnt else np.float32(0.0)
-            y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
-            for q in range(cnt):
-                for j in range(d):
-                    out[r0 + q, j] = y[j, q]
+            T.store_rows(_rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc), r0, cnt, out)
 
 
 @kernel
@@ -309,10 +306,7 @@ def rotate_inverse_rows(y, m, ip, io, if_, pi_t, haar, out, nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
             T.load_rows(y, r0, cnt, buf)
-            xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
-            for q in range(cnt):
-                for j in range(d):
-                    out[r0 + q, j] = xh[j, q]
+            T.store_rows(_rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc), r0, cnt, out)
 
 
 @jit_inline
