@@ -4,8 +4,9 @@ Rules (spec.py):
 
 * ``exact`` — integers equal; floats bit-identical, except that any NaN equals any NaN and
   +0.0 equals −0.0 (the sign of a zero is not part of the contract).
-* ``tolerance`` — |actual − expected| ≤ tol element-wise (as float64); NaN only matches NaN,
-  an infinity only the same infinity.
+* ``tolerance`` — ``tqref.tolerance.within``: |actual − expected| ≤ tol element-wise (as
+  float64); NaN only matches NaN, an infinity only the same infinity. The tolerance itself is
+  stated by each test, derived by the rule of ``tqref.tolerance``.
 
 >>> first_mismatch("packed", np.array([1, 2], np.uint8), np.array([1, 3], np.uint8))
 'packed[1]: expected 2 (0x02), got 3 (0x03)'
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import tolerance
 from . import encoding
 
 
@@ -50,17 +52,12 @@ def first_mismatch(name: str, expected: np.ndarray, actual, rule: str = "exact",
     if expected.dtype.kind == "f":
         act = actual.reshape(-1).astype(np.float64) if actual.dtype != expected.dtype else actual.reshape(-1)
         if rule == "tolerance":
-            e64, a64 = exp.astype(np.float64), act.astype(np.float64)
-            both_nan = np.isnan(e64) & np.isnan(a64)
-            with np.errstate(invalid="ignore", over="ignore"):
-                diff = np.abs(a64 - e64)
-                same_inf = np.isinf(e64) & (a64 == e64)
-                ok = both_nan | same_inf | (diff <= float(tol))
-            bad = np.flatnonzero(~ok)
+            bad = np.flatnonzero(~tolerance.within(act, exp, tol))
             if bad.size:
                 i = int(bad[0])
+                diff = abs(float(act[i]) - float(exp[i]))
                 return (f"{_where(name, expected.shape, i)}: expected {_fmt(exp[i], exp.dtype)}, got "
-                        f"{_fmt(act[i], act.dtype)}; |difference| {diff[i]:.3g} > tolerance {tol:.3g}"
+                        f"{_fmt(act[i], act.dtype)}; |difference| {diff:.3g} > tolerance {tol:.3g}"
                         f" ({bad.size} of {exp.size} elements outside)")
             return None
         act_cast = act.astype(exp.dtype)

@@ -26,10 +26,10 @@ import numpy as np
 from ..reference import codebook as cb
 from ..reference.codebook_tables import DISTORTION_RTOL, SOLVER_RTOL
 from ..reference import packing, prng, qjl, rotation
+from ..tolerance import U32, from_bound, gamma
 from . import encoding, operations, schemas, spec
 
 _F32 = np.float32
-U32 = 2.0**-24  # unit roundoff of float32
 
 
 # --------------------------------------------------------------------------- test data
@@ -169,21 +169,11 @@ def compute_outputs(test_type: spec.TestType, fields: dict, result: str, where: 
 # --------------------------------------------------------------------------- tolerance bounds
 
 
-def _gamma(n: int) -> float:
-    """γ_n = n u / (1 − n u): bound on the relative error of any float32 n-term summation."""
-    return n * U32 / (1.0 - n * U32)
-
-
 def _stages(d: int) -> int:
     """Rounding stages of the Hadamard rotation (3 rounds of up to two log2(m)-stage blocks + scale)."""
     m = rotation.hadamard_block(d)
     blocks = 1 if m == d else 2
     return 3 * blocks * (int(math.log2(m)) + 1) + 2
-
-
-def _safety(bound) -> float:
-    """Stated tolerance: twice the derived bound, plus the smallest normal float32 (for zeros)."""
-    return float(2.0 * np.max(bound) + np.finfo(np.float32).tiny)
 
 
 def _rotated_queries(queries, rot_kind, seed, matrix=None):
@@ -202,9 +192,9 @@ def mse_tolerance(raw: dict, out: dict) -> dict:
     a1 = np.abs(q) @ np.abs(yhat)
     qn = np.linalg.norm(q, axis=1)
     est = np.abs(out["estimates"].astype(np.float64))
-    bound = norm * (_gamma(d) * a1 + _stages(d) * U32 * qn * np.linalg.norm(yhat)) + 2 * U32 * est
+    bound = norm * (gamma(d) * a1 + _stages(d) * U32 * qn * np.linalg.norm(yhat)) + 2 * U32 * est
     alpha = float(raw["shrinkage"])
-    return {"estimates": _safety(bound), "estimatesUnbiased": _safety(bound / alpha + U32 * est / alpha)}
+    return {"estimates": from_bound(bound), "estimatesUnbiased": from_bound(bound / alpha + U32 * est / alpha)}
 
 
 def qjl_terms(s, q, z):
@@ -227,13 +217,13 @@ def prod_tolerance(raw: dict, out: dict, s) -> dict:
     qn = np.linalg.norm(q, axis=1)
     est = np.abs(out["estimates"].astype(np.float64))
     corr = np.abs(q @ np.asarray(s, np.float64).T @ z) * kg
-    bound = (norm * (_gamma(d) * (a1 + kg * (a2 + a3)) + _stages(d) * U32 * qn * (np.linalg.norm(yhat) + kg * stz))
+    bound = (norm * (gamma(d) * (a1 + kg * (a2 + a3)) + _stages(d) * U32 * qn * (np.linalg.norm(yhat) + kg * stz))
              + 4 * U32 * (est + norm * corr))
     # xhat = norm · Πᵀ(ŷ + κγ Sᵀz): the matmul error e_j ≤ κγ γ_d Σ_i |S_ij|, rotated (‖·‖₂ kept)
-    e = kg * _gamma(d) * np.abs(np.asarray(s, np.float64)).sum(axis=0)
+    e = kg * gamma(d) * np.abs(np.asarray(s, np.float64)).sum(axis=0)
     v = yhat + kg * (np.asarray(s, np.float64).T @ z)
     xb = norm * (np.linalg.norm(e) + _stages(d) * U32 * np.linalg.norm(v)) + 2 * U32 * np.max(np.abs(out["xhat"]))
-    return {"estimates": _safety(bound), "xhat": _safety(xb)}
+    return {"estimates": from_bound(bound), "xhat": from_bound(xb)}
 
 
 def qjl_tolerance(raw: dict, out: dict, s) -> dict:
@@ -243,7 +233,7 @@ def qjl_tolerance(raw: dict, out: dict, s) -> dict:
     kg = float(raw["scale"]) * float(np.asarray(out["gamma"], np.float64))
     a2, a3, _ = qjl_terms(s, q, z)
     est = np.abs(out["estimates"].astype(np.float64))
-    return {"estimates": _safety(kg * _gamma(d) * (a2 + a3) + 4 * U32 * est)}
+    return {"estimates": from_bound(kg * gamma(d) * (a2 + a3) + 4 * U32 * est)}
 
 
 # --------------------------------------------------------------------------- families
