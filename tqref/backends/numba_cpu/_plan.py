@@ -1,8 +1,16 @@
-"""Arrays the kernels need, derived once per configuration from a reference Plan."""
+"""Arrays the kernels need, laid out once per reference Plan (the data contract).
+
+Every value comes from the Plan: the Hadamard signs (``plan.signs``), the Haar Π
+(``plan.matrix``), the QJL S and κ, the codebook's float32 thresholds and centroids and the
+shrinkage α (``plan.alpha``). Nothing is re-derived from the seed here, so a plan with given
+arrays (:meth:`Plan.with_data`) runs with exactly those arrays.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import weakref
+
 import numpy as np
 
 from ...reference import codebook as cb
@@ -12,17 +20,14 @@ _F32 = np.float32
 
 
 def thresholds(boundaries: np.ndarray) -> np.ndarray:
-    """float32 thresholds t_k with (v > t_k) ⟺ (v > b_k) for every float32 v: the float64
-    boundaries rounded toward −∞ (codebook.float32_round_down, Codebook.thresholds_f32).
-
-    If b_k is a float32, t_k = b_k. Otherwise t_k < b_k < nextafter(t_k, +∞) and no float32
-    lies strictly between, so v > b_k ⟺ v ≥ nextafter(t_k, +∞) ⟺ v > t_k: the reference's
-    exact comparison (ties to the lower cell) becomes a float32 comparison.
-    """
+    """The kernels' float32 thresholds of float64 ``boundaries`` (K − 1,): the one rule of
+    :attr:`Codebook.thresholds_f32` (codebook.float32_round_down, round toward −∞, so that
+    the float32 test ``v > t_k`` equals the reference's exact ``v > b_k``), C-contiguous —
+    for the nearest-index step, which is given boundaries rather than a plan."""
     return np.ascontiguousarray(cb.float32_round_down(np.asarray(boundaries, dtype=np.float64)), dtype=_F32)
 
 
-def hadamard_factors(d: int, seed: int):
+def hadamard_factors(signs: np.ndarray):
     """Fused sign/normalisation tables for rotation.hadamard_forward and hadamard_inverse.
 
     The reference runs steps s = 0 .. S−1 (rotation.hadamard_steps): multiply the whole
@@ -34,13 +39,15 @@ def hadamard_factors(d: int, seed: int):
     end) — and the product of the signs it receives before its first FWHT ("pre").
     Bit-identical to the reference, step by step.
 
-    Returns (fwd_pre (d,), fwd_offsets (S,), fwd_factors (S, m), inv_pre (d,),
-    inv_offsets (S,), inv_factors (S, m)): float32 tables, int64 block offsets, both in
+    ``signs``: the plan's float32 (S, d) step signs (``Plan.signs``). Returns (fwd_pre (d,),
+    fwd_offsets (S,), fwd_factors (S, m), inv_pre (d,), inv_offsets (S,), inv_factors (S, m)):
+    float32 tables, int64 block offsets (the ``lo`` of rotation.hadamard_steps), both in
     execution order.
     """
+    d = signs.shape[1]
     m = rotation.hadamard_block(d)
     inv = float(rotation.inverse_sqrt(m))
-    signs = rotation.hadamard_signs(d, seed).astype(np.float64)
+    signs = np.asarray(signs, dtype=np.float64)
     steps = rotation.hadamard_steps(d)
 
     def tables(order, sign_before):
@@ -89,31 +96,51 @@ class KernelPlan:
     shrinkage: np.float32
 
 
-_CACHE: dict = {}
+def _haar_tables(d: int):
+    """The Hadamard tables of a Haar plan, never read by the kernels (they branch on
+    ``haar``) but typed alike: ones as the "pre" signs (load_split_norm multiplies by them),
+    no steps."""
+    m = rotation.hadamard_block(d)
+    none = np.zeros(0, np.int64), np.zeros((0, m), _F32)
+    return (np.ones(d, _F32),) + none + (np.ones(d, _F32),) + none
 
 
 def _build(plan) -> KernelPlan:
     d = plan.dim
-    sign0, fo, ff, ip, io, if_ = hadamard_factors(d, plan.seed)
-    haar = plan.rotation == "haar"
-    if haar:  # the Haar path applies Π to u itself: no Hadamard signs
-        sign0 = np.ones(d, _F32)
+    haar = plan.matrix is not None
+    sign0, fo, ff, ip, io, if_ = _haar_tables(d) if haar else hadamard_factors(plan.signs)
     empty = np.zeros((0, d), _F32)
-    pi = np.ascontiguousarray(plan.haar) if haar else empty
-    pi_t = np.ascontiguousarray(plan.haar.T) if haar else empty
+    pi = np.ascontiguousarray(plan.matrix, dtype=_F32) if haar else empty
+    pi_t = np.ascontiguousarray(plan.matrix.T, dtype=_F32) if haar else empty
     proj = np.ascontiguousarray(plan.projection, dtype=_F32) if plan.projection is not None else empty
+    book = plan.codebook
     return KernelPlan(
         d, plan.bits, rotation.hadamard_block(d), haar, sign0, fo, ff, ip, io, if_, pi, pi_t,
-        thresholds(plan.codebook.boundaries), plan.codebook.centroids_f32.copy(), proj,
-        _F32(plan.qjl_scale), _F32(cb.shrinkage(plan.codebook)),
+        np.ascontiguousarray(book.thresholds_f32, dtype=_F32), np.ascontiguousarray(book.centroids_f32),
+        proj, _F32(plan.qjl_scale), _F32(plan.alpha),
     )
 
 
+#: KernelPlans of derived plans, per Config (every derived plan of a Config holds the same
+#: arrays); at most _CACHE_SIZE, then the cache starts over
+_CACHE: dict = {}
+_CACHE_SIZE = 64
+#: KernelPlans of plans with given arrays (Plan.given), per plan object, for as long as the
+#: plan lives: two such plans of one Config may hold different arrays
+_GIVEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def kernel_plan(plan) -> KernelPlan:
-    """The KernelPlan of a reference Plan, built once per (hashable) Config."""
+    """The KernelPlan of a reference Plan, built once: per Config for a derived plan, per
+    plan object for one with given arrays (never the tables of another plan)."""
+    if plan.given:
+        kp = _GIVEN.get(plan)
+        if kp is None:
+            kp = _GIVEN[plan] = _build(plan)
+        return kp
     kp = _CACHE.get(plan.config)
     if kp is None:
-        if len(_CACHE) >= 64:
+        if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.clear()
         kp = _CACHE[plan.config] = _build(plan)
     return kp
