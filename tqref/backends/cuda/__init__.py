@@ -28,7 +28,8 @@ from numba import cuda
 
 from ...reference.packing import packed_size
 from ...reference.plan import Plan
-from ...reference.rotation import hadamard_block, inverse_sqrt
+from ...reference.rotation import hadamard_block, hadamard_steps, inverse_sqrt
+from .._plan_cache import PlanCache
 from . import attention as _attn
 from . import estimators as _est
 from . import mse as _mse
@@ -87,7 +88,12 @@ def _warps_for(d: int, per_row_bytes: int) -> int:
 
 
 class _Tables:
-    """Device copies of a plan's constant arrays (made once per plan and process)."""
+    """Device copies of a plan's arrays (made once per plan's data and process: _tables).
+
+    Everything comes from the Plan (signs, Π, thresholds, centroids, S, κ, α) or from the
+    reference's definitions of d (the Hadamard step offsets of rotation.hadamard_steps and
+    1/√m), never from the seed.
+    """
 
     def __init__(self, plan):
         d = plan.dim
@@ -96,6 +102,8 @@ class _Tables:
         self.rotation = plan.rotation
         dummy = np.zeros((1, 1), np.float32)  # the array a kernel of the other rotation never reads
         self.signs = cuda.to_device(np.ascontiguousarray(plan.signs if plan.signs is not None else dummy, np.float32))
+        #: block offsets lo of the Hadamard steps, in execution order (the warp layout's schedule)
+        self.steps = cuda.to_device(np.array([lo for lo, _ in hadamard_steps(d)], np.int32))
         self.inv = np.float32(inverse_sqrt(hadamard_block(d)))
         self.pi = cuda.to_device(np.ascontiguousarray(plan.matrix if plan.matrix is not None else dummy))
         self.thr = cuda.to_device(np.ascontiguousarray(plan.codebook.thresholds_f32, np.float32))
@@ -106,29 +114,19 @@ class _Tables:
         self.alpha = np.float32(plan.alpha)
 
 
-_TABLES: dict = {}
-
-
-def _tables(plan) -> _Tables:
-    key = plan.config
-    tab = _TABLES.get(key)
-    if tab is None:
-        tab = _TABLES[key] = _Tables(plan)
-    return tab
+#: the device tables of a plan: per Config for a derived plan, per plan object for one with
+#: given arrays (Plan.with_data), see backends/_plan_cache.py
+_tables = PlanCache(_Tables)
 
 
 def _plan_of(obj) -> Plan:
     """The Plan of a device call: a Plan, or a public quantizer's ``plan`` (never rebuilt).
 
-    Device tables are cached per Config, so a plan with given arrays (``Plan.given``) is
-    refused: only the reference runs those.
+    A plan with given arrays (``Plan.given``) runs with those arrays (its own tables).
     """
     plan = obj if isinstance(obj, Plan) else getattr(obj, "plan", None)
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected a Plan or a public quantizer, got {type(obj).__name__}")
-    if plan.given:
-        raise ValueError("plan: expected a plan derived from its Config (device tables are cached per "
-                         "Config), got one with given arrays")
     return plan
 
 
@@ -180,7 +178,7 @@ def mse_quantize_device(x, plan, *, layout: str = "auto", threads: int | None = 
     else:
         warps = threads or _warps_for(d, 9 * d)
         kern, _ = _mse.warp_quantize_kernel(d, bits, plan.rotation, warps)
-        kern[_grid(n, warps), 32 * warps, stream](xd, n, tab.signs, tab.inv, tab.pi, tab.thr, packed, norms)
+        kern[_grid(n, warps), 32 * warps, stream](xd, n, tab.signs, tab.steps, tab.inv, tab.pi, tab.thr, packed, norms)
     return wrap(packed), wrap(norms)
 
 
@@ -208,7 +206,7 @@ def mse_dequantize_device(packed, norms, plan, *, layout: str = "auto", threads:
     else:
         warps = threads or _warps_for(d, 9 * d)
         kern, _ = _mse.warp_dequantize_kernel(d, bits, plan.rotation, warps)
-        kern[_grid(n, warps), 32 * warps, stream](pd, nd, n, tab.signs, tab.inv, tab.pi, tab.cents, out)
+        kern[_grid(n, warps), 32 * warps, stream](pd, nd, n, tab.signs, tab.steps, tab.inv, tab.pi, tab.cents, out)
     return wrap(out)
 
 
@@ -229,7 +227,7 @@ def prod_quantize_device(x, plan, *, threads: int | None = None, stream=0):
     if n:
         warps = threads or _warps_for(d, 10 * d)
         kern, _ = _prod.warp_quantize_kernel(d, bits, plan.rotation, warps)
-        kern[_grid(n, warps), 32 * warps, stream](xd, n, tab.signs, tab.inv, tab.pi, tab.thr, tab.cents,
+        kern[_grid(n, warps), 32 * warps, stream](xd, n, tab.signs, tab.steps, tab.inv, tab.pi, tab.thr, tab.cents,
                                                   tab.proj, packed, norms, signs, gammas)
     return wrap(packed), wrap(norms), wrap(signs), wrap(gammas)
 
@@ -248,7 +246,7 @@ def prod_dequantize_device(packed, norms, signs, gammas, plan, *, threads: int |
     if n:
         warps = threads or _warps_for(d, 9 * d)
         kern, _ = _prod.warp_dequantize_kernel(d, bits, plan.rotation, warps)
-        kern[_grid(n, warps), 32 * warps, stream](pd, nd, sd, gd, n, tab.signs, tab.inv, tab.pi, tab.cents,
+        kern[_grid(n, warps), 32 * warps, stream](pd, nd, sd, gd, n, tab.signs, tab.steps, tab.inv, tab.pi, tab.cents,
                                                   tab.proj, tab.kappa, out)
     return wrap(out)
 
@@ -267,14 +265,14 @@ def rotate_device(x, plan, *, inverse: bool = False, threads: int | None = None,
     if n:
         warps = threads or _warps_for(d, 8 * d)
         kern, _ = _est.rotate_kernel(d, plan.rotation, warps, bool(inverse))
-        kern[_grid(n, warps), 32 * warps, stream](xd, n, tab.signs, tab.inv, tab.pi, out)
+        kern[_grid(n, warps), 32 * warps, stream](xd, n, tab.signs, tab.steps, tab.inv, tab.pi, out)
     return wrap(out)
 
 
 def _project(q_rot, tab, n, d, warps, stream):
     out = empty((n, d), np.float32)
     kern, _ = _est.matvec_kernel(d, warps)
-    kern[_grid(n, warps), 32 * warps, stream](q_rot, n, tab.signs, tab.inv, tab.proj, out)
+    kern[_grid(n, warps), 32 * warps, stream](q_rot, n, tab.signs, tab.steps, tab.inv, tab.proj, out)
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from numba import float32
 
-from ...reference.rotation import HADAMARD_ROUNDS, hadamard_block
+from ...reference.rotation import hadamard_block
 from ._ops import (
     fadd,
     fdiv,
@@ -90,12 +90,52 @@ def ordered_dot_bcast(a, ai, b, bi, lane, d, chunks):
 
 
 @jit_device
+def split_exponent(mx, group):
+    """E of mse.split_norm: this thread's max |x_j| folded over ``group`` consecutive threads
+    (xor offsets 1, 2, …, group/2; a max is exact in any order), then its frexp exponent
+    (0 for an all-zero vector). Every thread of the group gets E."""
+    h = 1
+    while h < group:
+        o = shfl_xor(mx, h)
+        if o > mx:
+            mx = o
+        h *= 2
+    e = 0
+    if mx > 0:
+        e = frexp_exponent(mx)
+    return e
+
+
+@jit_device
+def split_scale(v, start, stop, step, e):
+    """mse.split_norm's exact rescaling of this thread's values v[start:stop:step]:
+    xs = ldexp(x, −E), rounded once (the values of a warp row or a thread's registers)."""
+    for j in range(start, stop, step):
+        v[j] = ldexp_f32(v[j], -e)
+
+
+@jit_device
+def split_finish(v, start, stop, step, s, e):
+    """The end of mse.split_norm, given s = ordered_dot(xs, xs) in the layout's written
+    order: ns = sqrt(s); v[j] <- xs_j / ns (0 where ns = 0); returns norm = ldexp(ns, E)."""
+    ns = fsqrt(s)
+    for j in range(start, stop, step):
+        if ns > 0:
+            v[j] = fdiv(v[j], ns)
+        else:
+            v[j] = float32(0.0)
+    return ldexp_f32(ns, e)
+
+
+@jit_device
 def load_split_norm(x, row, buf, w, lane, d, chunks):
     """mse step 1 (reference mse.split_norm): buf[w] <- x[row] / ‖x[row]‖; returns the norm.
 
     m = max|x_j| (exact in any order); E = frexp exponent of m; xs = ldexp(x, −E) rounded
     once; s = ordered_dot(xs, xs); ns = sqrt(s); u = xs / ns (0 where ns = 0);
-    norm = ldexp(ns, E).
+    norm = ldexp(ns, E) — :func:`split_exponent`, :func:`split_scale` and
+    :func:`split_finish` on the warp's row (lane l holds j = l, l + 32, …), shared with the
+    register layout of mse.py.
     """
     mx = float32(0.0)
     for j in range(lane, d, 32):
@@ -104,24 +144,13 @@ def load_split_norm(x, row, buf, w, lane, d, chunks):
         a = abs(v)
         if a > mx:
             mx = a
-    for k in (16, 8, 4, 2, 1):
-        o = shfl_xor(mx, k)
-        if o > mx:
-            mx = o
-    e = 0
-    if mx > 0:
-        e = frexp_exponent(mx)
-    for j in range(lane, d, 32):
-        buf[w, j] = ldexp_f32(buf[w, j], -e)
+    e = split_exponent(mx, 32)
+    vec = buf[w]
+    split_scale(vec, lane, d, 32, e)
     s = ordered_dot_bcast(buf, w, buf, w, lane, d, chunks)
-    ns = fsqrt(s)
-    for j in range(lane, d, 32):
-        if ns > 0:
-            buf[w, j] = fdiv(buf[w, j], ns)
-        else:
-            buf[w, j] = float32(0.0)
+    norm = split_finish(vec, lane, d, 32, s, e)
     warp_sync()
-    return ldexp_f32(ns, e)
+    return norm
 
 
 @jit_device
@@ -148,26 +177,25 @@ def fwht_block(buf, w, lane, lo, m, inv):
 
 
 @jit_device
-def hadamard_forward(buf, w, lane, signs, rounds, inv, d, m):
-    """Π u for the randomized Hadamard rotation (reference rotation.hadamard_forward):
-    step s multiplies by signs[s], then transforms block s mod nb (head [0, m), tail
-    [d − m, d)); nb = 1 when d is a power of two, else 2."""
-    nb = 1 if m == d else 2
-    for s in range(rounds * nb):
+def hadamard_forward(buf, w, lane, signs, steps, inv, d, m):
+    """Π u for the randomized Hadamard rotation (reference rotation.hadamard_apply): step s
+    multiplies by signs[s], then transforms the block [steps[s], steps[s] + m). ``steps``:
+    the block offsets of rotation.hadamard_steps(d), from the plan's device tables."""
+    for s in range(steps.shape[0]):
         for j in range(lane, d, 32):
             buf[w, j] = fmul(buf[w, j], signs[s, j])
         warp_sync()
-        fwht_block(buf, w, lane, 0 if s % nb == 0 else d - m, m, inv)
+        fwht_block(buf, w, lane, steps[s], m, inv)
 
 
 @jit_device
-def hadamard_inverse(buf, w, lane, signs, rounds, inv, d, m):
+def hadamard_inverse(buf, w, lane, signs, steps, inv, d, m):
     """Πᵀ y: the steps of hadamard_forward in reverse, each block transform then its signs
-    (rotation.hadamard_inverse)."""
-    nb = 1 if m == d else 2
-    for ss in range(rounds * nb):
-        s = rounds * nb - 1 - ss
-        fwht_block(buf, w, lane, 0 if s % nb == 0 else d - m, m, inv)
+    (rotation.hadamard_apply_inverse)."""
+    count = steps.shape[0]
+    for ss in range(count):
+        s = count - 1 - ss
+        fwht_block(buf, w, lane, steps[s], m, inv)
         for j in range(lane, d, 32):
             buf[w, j] = fmul(buf[w, j], signs[s, j])
         warp_sync()
@@ -212,18 +240,19 @@ def copy_row(src, dst, w, lane, d):
 
 
 @jit_device
-def rotate(buf, w, out, lane, haar, inverse, pi, signs, inv, d, m, chunks, part):
+def rotate(buf, w, out, lane, haar, inverse, pi, signs, steps, inv, d, m, chunks, part):
     """out[w] <- Π buf[w] (Πᵀ buf[w] if ``inverse``): reference rotation.rotate(_inverse).
 
     Haar: :func:`matvec` with ``pi`` (transposed for the inverse), ``buf`` unchanged.
-    Hadamard: the steps of rotation.hadamard_steps in place in ``buf``, then copied to ``out``.
+    Hadamard: the steps of rotation.hadamard_steps (``signs`` and the block offsets
+    ``steps`` of the plan's tables) in place in ``buf``, then copied to ``out``.
     ``haar`` and ``inverse`` are compile-time constants of the calling kernel.
     """
     if haar:
         matvec(pi, inverse, buf, w, out, lane, d, chunks, part)
     else:
         if inverse:
-            hadamard_inverse(buf, w, lane, signs, HADAMARD_ROUNDS, inv, d, m)
+            hadamard_inverse(buf, w, lane, signs, steps, inv, d, m)
         else:
-            hadamard_forward(buf, w, lane, signs, HADAMARD_ROUNDS, inv, d, m)
+            hadamard_forward(buf, w, lane, signs, steps, inv, d, m)
         copy_row(buf, out, w, lane, d)

@@ -24,14 +24,15 @@ from ._ops import fdiv, unpack_index
 
 @functools.lru_cache(maxsize=None)
 def rotate_kernel(d: int, rotation: str, warps: int, inverse: bool):
-    """Kernel (x, n, signs, inv, pi, out): out[row] = Π x[row] (Πᵀ if ``inverse``).
+    """Kernel (x, n, signs, steps, inv, pi, out): out[row] = Π x[row] (Πᵀ if ``inverse``).
 
     With ``rotation="haar"`` this is out[row, i] = ordered_dot(pi[i, :], x[row, :]) for any
-    matrix ``pi`` (its transpose if ``inverse``); ``signs`` and ``inv`` are then unused.
+    matrix ``pi`` (its transpose if ``inverse``); ``signs``, ``steps`` and ``inv`` are then
+    unused.
     """
     chunks, m, haar, _ = _warp.geometry(d, rotation, warps)
 
-    def kernel(x, n, signs, inv, pi, out):
+    def kernel(x, n, signs, steps, inv, pi, out):
         w, lane, row, src = _warp.rows(cuda.threadIdx.x, cuda.blockIdx.x * warps, n)
         buf = cuda.shared.array((warps, d), float32)
         rot = cuda.shared.array((warps, d), float32)
@@ -39,7 +40,7 @@ def rotate_kernel(d: int, rotation: str, warps: int, inverse: bool):
         for j in range(lane, d, 32):
             buf[w, j] = x[src, j]
         _warp.warp_sync()
-        _warp.rotate(buf, w, rot, lane, haar, inverse, pi, signs, inv, d, m, chunks, part)
+        _warp.rotate(buf, w, rot, lane, haar, inverse, pi, signs, steps, inv, d, m, chunks, part)
         if row < n:
             for j in range(lane, d, 32):
                 out[row, j] = rot[w, j]
@@ -48,9 +49,10 @@ def rotate_kernel(d: int, rotation: str, warps: int, inverse: bool):
 
 
 def matvec_kernel(d: int, warps: int):
-    """Kernel (x, n, signs, inv, mat, out): out[row, i] = ordered_dot(mat[i, :], x[row, :]).
+    """Kernel (x, n, signs, steps, inv, mat, out): out[row, i] = ordered_dot(mat[i, :], x[row, :]).
 
-    The Haar path of :func:`rotate_kernel` (one cached kernel); ``signs``, ``inv`` unused.
+    The Haar path of :func:`rotate_kernel` (one cached kernel); ``signs``, ``steps``, ``inv``
+    unused.
     """
     return rotate_kernel(d, "haar", warps, False)
 

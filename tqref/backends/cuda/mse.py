@@ -29,34 +29,30 @@ import functools
 from numba import cuda, float32, uint8
 
 from ...reference.packing import packed_size
-from ...reference.rotation import HADAMARD_ROUNDS, is_power_of_two
+from ...reference.rotation import hadamard_steps
 from . import _warp
 from ._ops import (
     count_below,
     fadd,
-    fdiv,
     fmul,
-    frexp_exponent,
-    fsqrt,
     fsub,
     jit_device,
-    ldexp_f32,
     pack_rows,
     shfl_down,
     shfl_idx,
-    shfl_xor,
     stage_rows,
     unpack_index,
     xor_stage,
 )
 
 LANE_MAX_DIM = 2048
-ROUNDS = HADAMARD_ROUNDS
 
 
 def lane_layout_ok(d: int, rotation: str) -> bool:
-    """Whether the register (lane) layout handles this configuration."""
-    return rotation == "hadamard" and is_power_of_two(d) and 2 <= d <= LANE_MAX_DIM
+    """Whether the register (lane) layout handles this configuration: the Hadamard rotation
+    with every step of rotation.hadamard_steps(d) transforming the whole vector (d a power
+    of two), 2 ≤ d ≤ LANE_MAX_DIM."""
+    return rotation == "hadamard" and 2 <= d <= LANE_MAX_DIM and set(hadamard_steps(d)) == {(0, d)}
 
 
 def lane_group(d: int) -> int:
@@ -69,13 +65,13 @@ def lane_group(d: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
-    """Kernel (x, n, signs, inv, haar, thr, packed, norms) for blocks of ``32·warps`` threads."""
+    """Kernel (x, n, signs, steps, inv, pi, thr, packed, norms) for blocks of ``32·warps`` threads."""
     chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
     nbytes = packed_size(d, bits)
     nthr = (1 << bits) - 1
     wd = warps * d
 
-    def kernel(x, n, signs, inv, pi, thr, packed, norms):
+    def kernel(x, n, signs, steps, inv, pi, thr, packed, norms):
         tid = cuda.threadIdx.x
         row0 = cuda.blockIdx.x * warps
         w, lane, row, src = _warp.rows(tid, row0, n)
@@ -84,7 +80,7 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
         part = cuda.local.array(32, float32)
         codes = cuda.shared.array(wd, uint8)
         norm = _warp.load_split_norm(x, src, buf, w, lane, d, chunks)
-        _warp.rotate(buf, w, rot, lane, haar, False, pi, signs, inv, d, m, chunks, part)
+        _warp.rotate(buf, w, rot, lane, haar, False, pi, signs, steps, inv, d, m, chunks, part)
         for j in range(lane, d, 32):
             codes[w * d + j] = count_below(rot[w, j], thr, nthr)
         cuda.syncthreads()
@@ -97,12 +93,12 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
 
 @functools.lru_cache(maxsize=None)
 def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
-    """Kernel (packed, norms, n, signs, inv, haar, cents, out)."""
+    """Kernel (packed, norms, n, signs, steps, inv, pi, cents, out)."""
     chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
     nbytes = packed_size(d, bits)
     wnb = warps * nbytes
 
-    def kernel(packed, norms, n, signs, inv, pi, cents, out):
+    def kernel(packed, norms, n, signs, steps, inv, pi, cents, out):
         tid = cuda.threadIdx.x
         row0 = cuda.blockIdx.x * warps
         w, lane, row, _ = _warp.rows(tid, row0, n)
@@ -115,7 +111,7 @@ def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
         for j in range(lane, d, 32):
             buf[w, j] = cents[unpack_index(stage, w * nbytes, j, bits, nbytes)]
         cuda.syncthreads()
-        _warp.rotate(buf, w, rot, lane, haar, True, pi, signs, inv, d, m, chunks, part)
+        _warp.rotate(buf, w, rot, lane, haar, True, pi, signs, steps, inv, d, m, chunks, part)
         if row < n:
             scale = norms[row]
             for j in range(lane, d, 32):
@@ -161,6 +157,7 @@ def _lane_butterflies(y, t, T, E):
 def lane_quantize_kernel(d: int, bits: int, tpb: int):
     """Kernel (x, n, signs, inv, thr, packed, norms); Hadamard rotation, power-of-two d."""
     T, E, L, C, R = _lane_constants(d, tpb)
+    nsteps = len(hadamard_steps(d))
     nbytes = packed_size(d, bits)
     nthr = (1 << bits) - 1
     rd = R * d
@@ -175,7 +172,8 @@ def lane_quantize_kernel(d: int, bits: int, tpb: int):
         y = cuda.local.array(E, float32)
         s = cuda.local.array(L, float32)
         codes = cuda.shared.array(rd, uint8)
-        # 1. split norm: max, exponent, exact scaling, ordered sum of squares.
+        # 1. split norm (_warp's split_* steps over the registers; the sum of squares in
+        # the register layout's written order, module docstring).
         mx = float32(0.0)
         for k in range(E):
             v = x[src, t + T * k]
@@ -183,17 +181,8 @@ def lane_quantize_kernel(d: int, bits: int, tpb: int):
             a = abs(v)
             if a > mx:
                 mx = a
-        h = 1
-        while h < T:
-            o = shfl_xor(mx, h)
-            if o > mx:
-                mx = o
-            h *= 2
-        e = 0
-        if mx > 0:
-            e = frexp_exponent(mx)
-        for k in range(E):
-            y[k] = ldexp_f32(y[k], -e)
+        e = _warp.split_exponent(mx, T)
+        _warp.split_scale(y, 0, E, 1, e)
         for i in range(L):
             s[i] = fmul(y[i], y[i]) if i < E else float32(0.0)
         for c in range(1, C):
@@ -210,12 +199,10 @@ def lane_quantize_kernel(d: int, bits: int, tpb: int):
             acc = fadd(acc, shfl_down(acc, off))
             off //= 2
         total = shfl_idx(acc, (tid % 32) - t)
-        ns = fsqrt(total)
-        for k in range(E):
-            y[k] = fdiv(y[k], ns) if ns > 0 else float32(0.0)
-        norm = ldexp_f32(ns, e)
-        # 2. rotation: ROUNDS × (signs, normalised FWHT).
-        for r in range(ROUNDS):
+        norm = _warp.split_finish(y, 0, E, 1, total, e)
+        # 2. rotation: the steps of rotation.hadamard_steps(d) (each the whole vector):
+        # signs, normalised FWHT.
+        for r in range(nsteps):
             for k in range(E):
                 y[k] = fmul(y[k], signs[r, t + T * k])
             _lane_butterflies(y, t, T, E)
@@ -236,6 +223,7 @@ def lane_quantize_kernel(d: int, bits: int, tpb: int):
 def lane_dequantize_kernel(d: int, bits: int, tpb: int):
     """Kernel (packed, norms, n, signs, inv, cents, out); Hadamard rotation, power-of-two d."""
     T, E, L, C, R = _lane_constants(d, tpb)
+    nsteps = len(hadamard_steps(d))
     nbytes = packed_size(d, bits)
     rnb = R * nbytes
 
@@ -251,8 +239,8 @@ def lane_dequantize_kernel(d: int, bits: int, tpb: int):
         cuda.syncthreads()
         for k in range(E):
             y[k] = cents[unpack_index(stage, g * nbytes, t + T * k, bits, nbytes)]
-        for rr in range(ROUNDS):
-            r = ROUNDS - 1 - rr
+        for rr in range(nsteps):
+            r = nsteps - 1 - rr
             _lane_butterflies(y, t, T, E)
             for k in range(E):
                 y[k] = fmul(fmul(y[k], inv), signs[r, t + T * k])

@@ -22,14 +22,14 @@ from ._ops import count_below, fadd, fmul, fsqrt, fsub, pack_rows, stage_rows, u
 
 @functools.lru_cache(maxsize=None)
 def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
-    """Kernel (x, n, signs, inv, haar, thr, cents, proj, packed, norms, sign_bits, gammas)."""
+    """Kernel (x, n, signs, steps, inv, pi, thr, cents, proj, packed, norms, sign_bits, gammas)."""
     chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
     nbytes = packed_size(d, bits)
     sbytes = packed_size(d, 1)
     nthr = (1 << bits) - 1
     wd = warps * d
 
-    def kernel(x, n, signs, inv, pi, thr, cents, proj, packed, norms, sign_bits, gammas):
+    def kernel(x, n, signs, steps, inv, pi, thr, cents, proj, packed, norms, sign_bits, gammas):
         tid = cuda.threadIdx.x
         row0 = cuda.blockIdx.x * warps
         w, lane, row, src = _warp.rows(tid, row0, n)
@@ -39,7 +39,7 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
         codes = cuda.shared.array(wd, uint8)
         bits_q = cuda.shared.array(wd, uint8)
         norm = _warp.load_split_norm(x, src, buf, w, lane, d, chunks)
-        _warp.rotate(buf, w, rot, lane, haar, False, pi, signs, inv, d, m, chunks, part)
+        _warp.rotate(buf, w, rot, lane, haar, False, pi, signs, steps, inv, d, m, chunks, part)
         for j in range(lane, d, 32):
             idx = count_below(rot[w, j], thr, nthr)
             codes[w * d + j] = idx
@@ -61,14 +61,14 @@ def warp_quantize_kernel(d: int, bits: int, rotation: str, warps: int):
 
 @functools.lru_cache(maxsize=None)
 def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
-    """Kernel (packed, norms, sign_bits, gammas, n, signs, inv, haar, cents, proj, kappa, out)."""
+    """Kernel (packed, norms, sign_bits, gammas, n, signs, steps, inv, pi, cents, proj, kappa, out)."""
     chunks, m, haar, tpb = _warp.geometry(d, rotation, warps)
     nbytes = packed_size(d, bits)
     sbytes = packed_size(d, 1)
     wnb = warps * nbytes
     wsb = warps * sbytes
 
-    def kernel(packed, norms, sign_bits, gammas, n, signs, inv, pi, cents, proj, kappa, out):
+    def kernel(packed, norms, sign_bits, gammas, n, signs, steps, inv, pi, cents, proj, kappa, out):
         tid = cuda.threadIdx.x
         row0 = cuda.blockIdx.x * warps
         w, lane, row, src = _warp.rows(tid, row0, n)
@@ -89,7 +89,7 @@ def warp_dequantize_kernel(d: int, bits: int, rotation: str, warps: int):
             c = cents[unpack_index(stage, w * nbytes, j, bits, nbytes)]
             buf[w, j] = fadd(c, fmul(corr, scale))
         cuda.syncthreads()
-        _warp.rotate(buf, w, rot, lane, haar, True, pi, signs, inv, d, m, chunks, part)
+        _warp.rotate(buf, w, rot, lane, haar, True, pi, signs, steps, inv, d, m, chunks, part)
         if row < n:
             nv = norms[row]
             for j in range(lane, d, 32):

@@ -27,6 +27,7 @@ u8_2d = nt.uint8[:, :]
 u8_4d = nt.uint8[:, :, :, :]
 f32_3d = nt.float32[:, :, :]
 f32_4d = nt.float32[:, :, :, :]
+i32_1d = nt.int32[:]
 i64 = nt.int64
 f32 = nt.float32
 
@@ -42,17 +43,18 @@ def normative_signatures(d: int = 128, bits: int = 3, d_odd: int = 96):
     out.append(("mse.lane_dequantize", fn, (u8_2d, f32_1d, i64, f32_2d, f32, f32_1d, f32_2d)))
     for rot in ("hadamard", "haar"):
         _, fn = mse.warp_quantize_kernel(d_odd, bits, rot, 4)
-        out.append((f"mse.warp_quantize[{rot}]", fn, (f32_2d, i64, f32_2d, f32, f32_2d, f32_1d, u8_2d, f32_1d)))
+        out.append((f"mse.warp_quantize[{rot}]", fn,
+                    (f32_2d, i64, f32_2d, i32_1d, f32, f32_2d, f32_1d, u8_2d, f32_1d)))
         _, fn = mse.warp_dequantize_kernel(d_odd, bits, rot, 4)
         out.append((f"mse.warp_dequantize[{rot}]", fn,
-                    (u8_2d, f32_1d, i64, f32_2d, f32, f32_2d, f32_1d, f32_2d)))
+                    (u8_2d, f32_1d, i64, f32_2d, i32_1d, f32, f32_2d, f32_1d, f32_2d)))
         _, fn = prod.warp_quantize_kernel(d_odd, bits - 1, rot, 4)
         out.append((f"prod.warp_quantize[{rot}]", fn,
-                    (f32_2d, i64, f32_2d, f32, f32_2d, f32_1d, f32_1d, f32_2d, u8_2d, f32_1d, u8_2d, f32_1d)))
+                    (f32_2d, i64, f32_2d, i32_1d, f32, f32_2d, f32_1d, f32_1d, f32_2d, u8_2d, f32_1d, u8_2d, f32_1d)))
         _, fn = estimators.rotate_kernel(d_odd, rot, 4, False)
-        out.append((f"estimators.rotate[{rot}]", fn, (f32_2d, i64, f32_2d, f32, f32_2d, f32_2d)))
+        out.append((f"estimators.rotate[{rot}]", fn, (f32_2d, i64, f32_2d, i32_1d, f32, f32_2d, f32_2d)))
     _, fn = estimators.matvec_kernel(d_odd, 4)
-    out.append(("estimators.matvec", fn, (f32_2d, i64, f32_2d, f32, f32_2d, f32_2d)))
+    out.append(("estimators.matvec", fn, (f32_2d, i64, f32_2d, i32_1d, f32, f32_2d, f32_2d)))
     return out
 
 

@@ -9,12 +9,12 @@ arrays (:meth:`Plan.with_data`) runs with exactly those arrays.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 
 import numpy as np
 
 from ...reference import codebook as cb
 from ...reference import rotation
+from .._plan_cache import PlanCache
 
 _F32 = np.float32
 
@@ -121,26 +121,6 @@ def _build(plan) -> KernelPlan:
     )
 
 
-#: KernelPlans of derived plans, per Config (every derived plan of a Config holds the same
-#: arrays); at most _CACHE_SIZE, then the cache starts over
-_CACHE: dict = {}
-_CACHE_SIZE = 64
-#: KernelPlans of plans with given arrays (Plan.given), per plan object, for as long as the
-#: plan lives: two such plans of one Config may hold different arrays
-_GIVEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def kernel_plan(plan) -> KernelPlan:
-    """The KernelPlan of a reference Plan, built once: per Config for a derived plan, per
-    plan object for one with given arrays (never the tables of another plan)."""
-    if plan.given:
-        kp = _GIVEN.get(plan)
-        if kp is None:
-            kp = _GIVEN[plan] = _build(plan)
-        return kp
-    kp = _CACHE.get(plan.config)
-    if kp is None:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.clear()
-        kp = _CACHE[plan.config] = _build(plan)
-    return kp
+#: The KernelPlan of a reference Plan: per Config for a derived plan, per plan object for one
+#: with given arrays (backends/_plan_cache.py; never the tables of another plan).
+kernel_plan = PlanCache(_build)
