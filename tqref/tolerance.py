@@ -57,32 +57,45 @@ def from_bound(bound) -> float:
     return float(FACTOR * np.max(bound) + FLOOR)
 
 
-def error_estimate(ref32, ref64, scale: float | None = None) -> float:
+def error_estimate(ref32, ref64, scale=None, axis=None):
     """The reference's error estimated from a float64 recomputation of the same output:
-    SIGNS · max|ref32 − ref64| + RESOLUTION · scale, scale = max(1, max|ref64|) by default."""
+    SIGNS · max|ref32 − ref64| + RESOLUTION · scale.
+
+    The maximum is over ``axis`` (None: every element; else kept as a length-1 axis, so that
+    each vector gets its own estimate). ``scale`` is the magnitude of the summed terms —
+    ‖q‖·‖x‖ for an inner-product estimate, ‖x‖ for a reconstruction — broadcastable to the
+    result; by default max(1, max|ref64|) over ``axis``. Non-finite elements are left to
+    ``within``. Returns a float, or an array where ``axis`` or ``scale`` make one.
+    """
     ref64 = np.asarray(ref64, np.float64)
-    diff = np.abs(np.asarray(ref32, np.float64) - ref64)
-    finite = np.isfinite(diff)
+    with np.errstate(invalid="ignore"):  # −inf − −inf: a non-finite element, left to within
+        diff = np.abs(np.asarray(ref32, np.float64) - ref64)
+    keep = axis is not None
+    worst = np.max(np.where(np.isfinite(diff), diff, 0.0), axis=axis, keepdims=keep, initial=0.0)
     if scale is None:
-        scale = max(1.0, float(np.max(np.abs(ref64[np.isfinite(ref64)]), initial=0.0)))
-    return float(SIGNS * np.max(diff[finite], initial=0.0) + RESOLUTION * scale)
+        top = np.max(np.where(np.isfinite(ref64), np.abs(ref64), 0.0), axis=axis, keepdims=keep, initial=0.0)
+        scale = np.maximum(1.0, top)
+    e = SIGNS * worst + RESOLUTION * np.asarray(scale, np.float64)
+    return float(e) if np.ndim(e) == 0 else e
 
 
-def measured(ref32, ref64, scale: float | None = None) -> float:
+def measured(ref32, ref64, scale=None, axis=None):
     """Tolerance of an output from the reference's float32 result and its float64 recomputation
-    (same shape; non-finite elements are left to ``within``'s NaN/infinity rule)."""
-    return from_bound(error_estimate(ref32, ref64, scale))
+    (same shape): FACTOR · error_estimate(ref32, ref64, scale, axis) + FLOOR."""
+    tol = FACTOR * error_estimate(ref32, ref64, scale, axis) + FLOOR
+    return float(tol) if np.ndim(tol) == 0 else tol
 
 
-def within(actual, expected, tol: float) -> np.ndarray:
-    """Elementwise bool: |actual − expected| ≤ tol in float64, NaN = NaN, ±inf = the same ±inf."""
+def within(actual, expected, tol) -> np.ndarray:
+    """Elementwise bool: |actual − expected| ≤ tol (a float or an array broadcastable to the
+    shape) in float64, NaN = NaN, ±inf = the same ±inf."""
     a = np.asarray(actual, np.float64)
     e = np.asarray(expected, np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        return (np.abs(a - e) <= float(tol)) | (np.isnan(a) & np.isnan(e)) | (np.isinf(e) & (a == e))
+        return (np.abs(a - e) <= np.asarray(tol, np.float64)) | (np.isnan(a) & np.isnan(e)) | (np.isinf(e) & (a == e))
 
 
-def first_outside(actual, expected, tol: float, what: str = "output"):
+def first_outside(actual, expected, tol, what: str = "output"):
     """None if every element is within ``tol``, else one line naming the first element outside."""
     a = np.asarray(actual)
     e = np.asarray(expected)
@@ -95,11 +108,12 @@ def first_outside(actual, expected, tol: float, what: str = "output"):
     at = f"[{', '.join(str(int(j)) for j in np.unravel_index(i, e.shape))}]" if e.ndim else ""
     av, ev = a.reshape(-1)[i], e.reshape(-1)[i]
     diff = abs(float(av) - float(ev))
-    return (f"{what}{at}: expected {ev}, got {av}; |difference| {diff:.3g} > tolerance {float(tol):.3g}"
+    t = float(np.broadcast_to(np.asarray(tol, np.float64), e.shape).reshape(-1)[i])
+    return (f"{what}{at}: expected {ev!s}, got {av!s}; |difference| {diff:.3g} > tolerance {t:.3g}"
             f" ({bad.size} of {e.size} elements outside)")
 
 
-def assert_within(actual, expected, tol: float, what: str = "output") -> None:
+def assert_within(actual, expected, tol, what: str = "output") -> None:
     """Raise AssertionError with ``first_outside``'s message unless every element is within ``tol``."""
     problem = first_outside(actual, expected, tol, what)
     if problem:

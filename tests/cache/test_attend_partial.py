@@ -14,28 +14,8 @@ from hypothesis import strategies as st
 from tqref.reference import attention
 from tqref.cache import KVCache
 
+import reference64
 from cache_helpers import EPS32, data, tolerance
-
-
-def brute_force(q, keys, values, *, scale, visible, bias=None):
-    """float64 (out (B, A, Lq, d), lse (B, A, Lq)) over the keys where visible (Lq, T) is True;
-    a query with no visible key gets out 0, lse −inf."""
-    q, keys, values = (np.asarray(x, np.float64) for x in (q, keys, values))
-    group = q.shape[1] // keys.shape[1]
-    k = np.repeat(keys, group, axis=1)
-    val = np.repeat(values, group, axis=1)
-    logits = np.einsum("baid,batd->bait", q, k)
-    if bias is not None:
-        logits = logits + np.asarray(bias, np.float64)
-    logits = np.where(visible, logits * scale, -np.inf)
-    peak = logits.max(axis=-1, keepdims=True)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    e = np.exp(logits - safe)
-    total = e.sum(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(total > 0, e / total, 0.0)
-        lse = np.where(total > 0, safe + np.log(total), -np.inf)[..., 0]
-    return np.einsum("bait,batd->baid", w, val), lse
 
 
 def lse_tolerance(cache, q, keys, values, scale):
@@ -78,7 +58,7 @@ def test_start_lag_lse_against_brute_force(sc):
     scale = 1.0 / math.sqrt(dim)  # dequantize() already divides debiased keys by α
     visible = attention.visible_mask(q_len, t_len, causal=causal, start=start, lag=lag)
     out, lse = cache.attend(0, q, causal=causal, start=start, lag=lag, return_lse=True)
-    want_out, want_lse = brute_force(q, keys, values, scale=scale, visible=visible, bias=bias)
+    want_out, want_lse = reference64.dense_attention(q, keys, values, scale=scale, visible=visible, bias=bias)
     assert out.shape == q.shape and out.dtype == np.float32
     assert lse.shape == q.shape[:3] and lse.dtype == np.float32
     empty = ~visible.any(axis=1)  # (Lq,)
@@ -106,12 +86,12 @@ def test_merge_partials_recombines_sinks_and_window(backend, rng):
     middle = cache.attend(0, q, start=sinks, lag=window, return_lse=True)
     full = attention.visible_mask(lq, t_len, causal=True)
     rest = full & ~attention.visible_mask(lq, t_len, causal=True, start=sinks, lag=window)
-    other = brute_force(q, keys, values, scale=scale, visible=rest)
+    other = reference64.dense_attention(q, keys, values, scale=scale, visible=rest)
     out, lse = attention.merge_partials([middle[0], other[0]], [middle[1], other[1]])
-    want_out, want_lse = brute_force(q, keys, values, scale=scale, visible=full)
+    want_out, want_lse = reference64.dense_attention(q, keys, values, scale=scale, visible=full)
     assert np.abs(out - want_out).max() <= tolerance(cache, q, keys, values, scale)
     assert np.abs(lse - want_lse).max() <= 1e-5 * (1 + np.abs(want_lse).max())
-    np.testing.assert_allclose(out, cache.attend(0, q), rtol=0, atol=tolerance(cache, q, keys, values, scale))
+    reference64.within(out, cache.attend(0, q), want_out, "merged partial attentions")
 
 
 def test_merge_partials_edge_cases():
