@@ -49,7 +49,7 @@ def test_rotation_is_bit_exact(dim, seed, rotation_kind, rows, data_seed):
 def test_no_fma_in_machine_code():
     """No fused multiply-add in the quantize kernel, even on a CPU that has FMA: numba emits
     fmul/fadd without the `contract` flag and the lane primitives emit plain vector IR."""
-    from tqref.backends.numba_cpu import _jit, kernels
+    from tqref.backends.numba_cpu import _jit, backend, kernels
 
     options = dict(_jit.OPTIONS, cache=False)
     fresh = numba.njit(**options)(kernels.mse_quantize.serial.py_func)
@@ -61,7 +61,7 @@ def test_no_fma_in_machine_code():
     kp = kernel_plan(plan)
     packed = np.empty((20, 30), np.uint8)
     norms = np.empty(20, np.float32)
-    fresh(x, x.view(np.uint32), kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds,
+    fresh(*backend._rows(x, 80), kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds,
           kp.bits, packed, norms, 1)
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert re.search(r"\bv?mulps\b", asm), "expected vector multiplies in the kernel"

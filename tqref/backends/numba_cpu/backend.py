@@ -22,17 +22,41 @@ def _u8(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.uint8)
 
 
-def _in_place(x) -> bool:
-    """Rows the float32 kernels read directly (C-contiguous float32)."""
-    return x.dtype == _F32 and x.flags.c_contiguous
+#: the ``src`` of rows read in place (never read: the kernels see that x has rows)
+_NO_SOURCE = (np.lib.stride_tricks.as_strided(np.empty(0, _F32), writeable=False), 0, 0, 1, False)
 
 
-def _any_rows(x):
-    """(x, xh) for the *_any kernels: float16 rows travel as their uint16 bits (Numba has no
-    float16 on the CPU) with an empty float32 x; other rows as they are with an empty xh."""
-    if x.dtype == np.float16:
-        return np.empty((0, x.shape[1]), _F32), x.view(np.uint16)
-    return x, np.empty((0, x.shape[1]), np.uint16)
+def _rows(x, dim: int):
+    """Kernel arguments ``(x, xbits, src)`` for rows x (n, dim) of any float dtype and layout
+    (kernels.mse_quantize), nothing copied in the common cases:
+
+    * C-contiguous float32: read in place (x and its uint32 view);
+    * anything else: ``src = (flat, first, rs, cs, half)``, flat a read-only C-contiguous
+      1-D view of exactly the span of memory the rows occupy (from the lowest to the highest
+      element address, so nothing past the buffer is ever read), element (r, j) at
+      flat[first + r·rs + j·cs]. Rows that are contiguous inside (cs = 1: every other row,
+      a column slice of a wider array) are converted with a vectorised loop; float16 travels
+      as its uint16 bits (Numba has no float16 on the CPU). Non-native byte order and
+      strides that are not whole elements are copied first (numpy's astype).
+    """
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"x: expected rows (n, {dim}), got shape {x.shape}")
+    if x.dtype == _F32 and x.flags.c_contiguous:
+        return x, x.view(np.uint32), _NO_SOURCE
+    if not x.dtype.isnative or any(s % x.itemsize for s in x.strides):
+        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    half = x.dtype == np.float16
+    if half:
+        x = x.view(np.uint16)
+    (n, d), item = x.shape, x.itemsize
+    rs, cs = x.strides[0] // item, x.strides[1] // item
+    low = x[::-1] if rs < 0 else x  # low[0, 0]: the element at the lowest address
+    low = low[:, ::-1] if cs < 0 else low
+    span = (n - 1) * abs(rs) + (d - 1) * abs(cs) + 1 if n else 0
+    flat = np.lib.stride_tricks.as_strided(low, shape=(span,), strides=(item,), writeable=False)
+    first = (n - 1) * max(0, -rs) + (d - 1) * max(0, -cs) if n else 0
+    none = np.empty((0, d), _F32)
+    return none, none.view(np.uint32), (flat, first, rs, cs, half)
 
 
 def _out(out, shape) -> np.ndarray:
@@ -85,13 +109,9 @@ class NumbaBackend:
         n = x.shape[0]
         packed = np.empty((n, packing.packed_size(kp.dim, kp.bits)), np.uint8)
         norms = np.empty(n, _F32)
-        rot = (kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds, kp.bits)
-        if _in_place(x):
-            fn, chunks = self._launch(K.mse_quantize, n)
-            fn(x, x.view(np.uint32), *rot, packed, norms, chunks)
-        else:
-            fn, chunks = self._launch(K.mse_quantize_any, n)
-            fn(*_any_rows(x), *rot, packed, norms, chunks)
+        fn, chunks = self._launch(K.mse_quantize, n)
+        fn(*_rows(x, kp.dim), kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds,
+           kp.bits, packed, norms, chunks)
         return packed, norms
 
     def mse_dequantize(self, packed, norms, plan, out=None):
@@ -116,14 +136,9 @@ class NumbaBackend:
         signs = np.empty((n, packing.packed_size(kp.dim, 1)), np.uint8)
         norms = np.empty(n, _F32)
         gammas = np.empty(n, _F32)
-        args = (kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds, kp.centroids,
-                kp.bits, kp.projection, packed, norms, signs, gammas)
-        if _in_place(x):
-            fn, chunks = self._launch(K.prod_quantize, n)
-            fn(x, x.view(np.uint32), *args, chunks)
-        else:
-            fn, chunks = self._launch(K.prod_quantize_any, n)
-            fn(*_any_rows(x), *args, chunks)
+        fn, chunks = self._launch(K.prod_quantize, n)
+        fn(*_rows(x, kp.dim), kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, kp.thresholds,
+           kp.centroids, kp.bits, kp.projection, packed, norms, signs, gammas, chunks)
         return packed, norms, signs, gammas
 
     #: from this dimension on, prod dequantization computes zᵀS with a BLAS matmul (d² work

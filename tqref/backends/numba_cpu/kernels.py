@@ -50,19 +50,84 @@ def _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc):
 
 @jit
 def _quantize_scratch(d):
-    """One run's scratch for _quantize_tile: (buf, buf2, idx, acc, nrm, tmp, scale, word)."""
+    """One run's scratch for _quantize_tile: (buf, buf2, idx, acc, nrm, tmp, scale, word, xs,
+    xsbits); xs (L, d) stages converted rows, xsbits is its uint32 view."""
+    xs = np.zeros((L, d), _F32)
     return (np.empty((d, L), _F32), np.empty((d, L), _F32), np.zeros((_pad8(d), L), np.uint8),
             np.empty((4, LANES, L), _F32), np.empty(L, _F32), np.empty(L, _F32), np.empty(L, np.float64),
-            np.empty(L, np.uint64))
+            np.empty(L, np.uint64), xs, xs.view(np.uint32))
+
+
+#: 2^112 = 2^(127 − 15): moves a float16 exponent field, shifted into float32 position, to
+#: float32's bias (exact for normal and subnormal float16, whose float32 values are normal)
+_HALF_TO_FLOAT = np.float32(2.0**112)
+#: bits of 2^16 as float32: a float16 magnitude field of exponent 31 (±inf, NaN), placed as
+#: above, becomes at least this after the multiply; every finite float16 stays below 65504
+_HALF_SPECIAL = np.uint32(0x47800000)
 
 
 @jit
-def _quantize_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms):
-    """mse.quantize_rotated + pack for one tile: source rows s0 .. s0+cnt of x (float32,
-    xbits its uint32 view), output rows r0 .. r0+cnt; returns the tile holding y = Π u."""
-    buf, buf2, idx, acc, nrm, tmp, scale, word = scratch
-    d = x.shape[1]
-    T.load_split_norm(x, xbits, s0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
+def _half_to_float(xs, xsbits, cnt):
+    """Rows l < cnt of xsbits hold float16 bit patterns (low 16 bits); make xs their float32
+    values, exactly as numpy's cast. Branch-free per element: sign and 15 magnitude bits
+    shifted into float32 position read as the value times 2^−112; one exact multiply
+    restores it; exponent field 31 (±inf, NaN: now ≥ 2^16) gets float32's all-ones field."""
+    d = xs.shape[1]
+    for l in range(cnt):
+        for j in range(d):
+            h = xsbits[l, j]
+            xsbits[l, j] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
+        for j in range(d):
+            xs[l, j] = xs[l, j] * _HALF_TO_FLOAT
+        for j in range(d):
+            b = xsbits[l, j]
+            xsbits[l, j] = b | np.uint32(0x7F800000) if (b & np.uint32(0x7FFFFFFF)) >= _HALF_SPECIAL else b
+
+
+@jit
+def _load_source(src, r0, cnt, xs, xsbits):
+    """xs[l, :] = float32(row r0 + l of the source) for l < cnt, rounded to nearest as numpy's
+    astype (beyond float32: ±inf, reported from the norms).
+
+    ``src = (flat, first, rs, cs, half)``: element (r, j) is flat[first + r·rs + j·cs] (flat a
+    C-contiguous 1-D view over the rows' memory, strides in elements, any sign); ``half``:
+    flat holds float16 bit patterns (uint16). A row with cs = 1 is a contiguous slice, so
+    the conversion loop vectorises; other layouts are read element by element.
+    """
+    flat, first, rs, cs, half = src
+    d = xs.shape[1]
+    for l in range(cnt):
+        o = first + (r0 + l) * rs
+        if cs == 1:
+            row = flat[o : o + d]
+            if half:
+                for j in range(d):
+                    xsbits[l, j] = np.uint32(row[j])
+            else:
+                for j in range(d):
+                    xs[l, j] = np.float32(row[j])
+        else:
+            for j in range(d):
+                if half:
+                    xsbits[l, j] = np.uint32(flat[o + j * cs])
+                else:
+                    xs[l, j] = np.float32(flat[o + j * cs])
+    if half:
+        _half_to_float(xs, xsbits, cnt)
+
+
+@jit
+def _quantize_tile(x, xbits, src, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms):
+    """mse.quantize_rotated + pack for rows r0 .. r0+cnt -> packed, norms; returns the tile
+    holding y = Π u. The rows are x's (C-contiguous float32, xbits its uint32 view) when x
+    has any, else the source ``src`` (see _load_source) converted into scratch first."""
+    buf, buf2, idx, acc, nrm, tmp, scale, word, xs, xsbits = scratch
+    d = buf.shape[0]
+    if x.shape[0] > 0:
+        T.load_split_norm(x, xbits, r0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
+    else:
+        _load_source(src, r0, cnt, xs, xsbits)
+        T.load_split_norm(xs, xsbits, 0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
     y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
     T.index_tile(y, d, thr, idx)
     T.pack_tile(idx, d, bits, packed, r0, cnt, word)
@@ -72,71 +137,17 @@ def _quantize_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits,
 
 
 @kernel
-def mse_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms, nchunks):
-    """mse.quantize: x float32 (n, d) (xbits: its uint32 view) -> packed, norms."""
-    n, d = x.shape
+def mse_quantize(x, xbits, src, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms, nchunks):
+    """mse.quantize -> packed (n, nb), norms (n,): rows x float32 (n, d) C-contiguous (xbits:
+    its uint32 view), or, when x is (0, d), the n rows of ``src`` (_load_source)."""
+    n, d = norms.shape[0], sign0.shape[0]
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
         scratch = _quantize_scratch(d)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
-            cnt = min(L, n - r0)
-            _quantize_tile(x, xbits, r0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
-
-
-@jit
-def _convert_rows(x, r0, cnt, xs):
-    """xs[l, :] = float32(x[r0 + l, :]) for l < cnt: rows of any float dtype and layout,
-    rounded to nearest as numpy's astype (beyond float32: ±inf, reported from the norms)."""
-    d = x.shape[1]
-    for l in range(cnt):
-        for j in range(d):
-            xs[l, j] = np.float32(x[r0 + l, j])
-
-
-#: 2^112 = 2^(127 − 15): moves a float16 exponent field, shifted into float32 position, to
-#: float32's bias (exact for normal and subnormal float16, whose float32 values are normal)
-_HALF_TO_FLOAT = np.float32(2.0**112)
-
-
-@jit
-def _convert_half_rows(xh, r0, cnt, xs, xsbits):
-    """xs[l, :] = float32 of the float16 rows whose bits are xh[r0 + l, :] (xsbits: xs's
-    uint32 view). Exact, branch-free: the 15 magnitude bits shifted into place read as a
-    float32 that is the value times 2^−112; one exact multiply restores it; ±inf and NaN
-    (exponent field 31) get float32's all-ones exponent; then the sign bit."""
-    d = xh.shape[1]
-    for l in range(cnt):
-        for j in range(d):
-            xsbits[l, j] = (np.uint32(xh[r0 + l, j]) & np.uint32(0x7FFF)) << np.uint32(13)
-        for j in range(d):
-            xs[l, j] = xs[l, j] * _HALF_TO_FLOAT
-        for j in range(d):
-            h = np.uint32(xh[r0 + l, j])
-            special = (h & np.uint32(0x7C00)) == np.uint32(0x7C00)
-            mag = (np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))) if special else xsbits[l, j]
-            xsbits[l, j] = mag | ((h & np.uint32(0x8000)) << np.uint32(16))
-
-
-@kernel
-def mse_quantize_any(x, xh, sign0, m, fo, ff, pi, haar, thr, bits, packed, norms, nchunks):
-    """mse_quantize for rows of any float dtype or layout, converted tile by tile: x (n, d)
-    float32/float64, or — when xh has rows — xh (n, d) the uint16 bits of float16 rows."""
-    half = xh.shape[0] > 0
-    n, d = (xh.shape[0], xh.shape[1]) if half else (x.shape[0], x.shape[1])
-    ntiles = (n + L - 1) // L
-    for c in prange(nchunks):
-        scratch = _quantize_scratch(d)
-        xs = np.zeros((L, d), _F32)
-        xsbits = xs.view(np.uint32)
-        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            r0 = t * L
-            cnt = min(L, n - r0)
-            if half:
-                _convert_half_rows(xh, r0, cnt, xs, xsbits)
-            else:
-                _convert_rows(x, r0, cnt, xs)
-            _quantize_tile(xs, xsbits, 0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
+            _quantize_tile(x, xbits, src, r0, min(L, n - r0), sign0, m, fo, ff, pi, haar, thr, bits, scratch,
+                           packed, norms)
 
 
 @jit
@@ -169,13 +180,13 @@ def _prod_scratch(d):
 
 
 @jit
-def _prod_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+def _prod_tile(x, xbits, src, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
                scratch, extra, packed, norms, signs, gammas):
-    """prod.quantize of one tile (source rows s0.., output rows r0.., as _quantize_tile)."""
-    _buf, _buf2, idx, acc, _nrm, tmp, _scale, word = scratch  # prod also reads these
+    """prod.quantize of rows r0 .. r0+cnt (x, xbits, src as _quantize_tile)."""
+    _buf, _buf2, idx, acc, _nrm, tmp, _scale, word, _xs, _xsbits = scratch  # prod also reads these
     res, sgn = extra
     d = res.shape[0]
-    y = _quantize_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
+    y = _quantize_tile(x, xbits, src, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits, scratch, packed, norms)
     # prod step 2: residual in the rotated domain; step 3: γ = ordered_norm(r)
     for j in range(d):
         for q in range(L):
@@ -192,41 +203,18 @@ def _prod_tile(x, xbits, s0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids
 
 
 @kernel
-def prod_quantize(x, xbits, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+def prod_quantize(x, xbits, src, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
                   packed, norms, signs, gammas, nchunks):
-    """prod.quantize: x (n, d) -> packed (n, nb), norms (n,), signs (n, ceil(d/8)), γ (n,)."""
-    n, d = x.shape
+    """prod.quantize -> packed (n, nb), norms (n,), signs (n, ceil(d/8)), γ (n,); rows as
+    mse_quantize."""
+    n, d = norms.shape[0], sign0.shape[0]
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
         scratch = _quantize_scratch(d)
         extra = _prod_scratch(d)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
-            cnt = min(L, n - r0)
-            _prod_tile(x, xbits, r0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
-                       scratch, extra, packed, norms, signs, gammas)
-
-
-@kernel
-def prod_quantize_any(x, xh, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
-                      packed, norms, signs, gammas, nchunks):
-    """prod_quantize for rows of any float dtype or layout (x, xh as mse_quantize_any)."""
-    half = xh.shape[0] > 0
-    n, d = (xh.shape[0], xh.shape[1]) if half else (x.shape[0], x.shape[1])
-    ntiles = (n + L - 1) // L
-    for c in prange(nchunks):
-        scratch = _quantize_scratch(d)
-        extra = _prod_scratch(d)
-        xs = np.zeros((L, d), _F32)
-        xsbits = xs.view(np.uint32)
-        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            r0 = t * L
-            cnt = min(L, n - r0)
-            if half:
-                _convert_half_rows(xh, r0, cnt, xs, xsbits)
-            else:
-                _convert_rows(x, r0, cnt, xs)
-            _prod_tile(xs, xsbits, 0, r0, cnt, sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
+            _prod_tile(x, xbits, src, r0, min(L, n - r0), sign0, m, fo, ff, pi, haar, thr, centroids, bits, proj,
                        scratch, extra, packed, norms, signs, gammas)
 
 
