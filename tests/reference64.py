@@ -53,6 +53,23 @@ def prod_dequantize(packed, norms, signs, gammas, plan) -> np.ndarray:
     return _inverse_rotation(y, plan) * _f64(norms)[:, None]
 
 
+def assert_dequantized(got, quantizer, codes, what: str) -> None:
+    """``got`` against ``quantizer.dequantize(codes)`` (reference backend): mse bit for bit (a
+    written order); prod by the rule, each vector at its scale ‖x‖ (Sᵀz is a matmul)."""
+    want = quantizer.dequantize(codes)
+    got = np.asarray(got)
+    assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, got.dtype)
+    if not hasattr(codes, "signs"):
+        assert got.tobytes() == want.tobytes(), f"{what}: mse dequantization differs in bits"
+        return
+    d = quantizer.dim
+    flat = (codes.mse.indices.reshape(-1, codes.mse.indices.shape[-1]), codes.mse.norms.reshape(-1),
+            codes.signs.reshape(-1, codes.signs.shape[-1]), codes.residual_norms.reshape(-1))
+    want64 = prod_dequantize(*flat, quantizer.plan).reshape(want.shape)
+    norms = _f64(codes.mse.norms)[..., None]
+    within(got.reshape(-1, d), want.reshape(-1, d), want64.reshape(-1, d), what, scale=norms.reshape(-1, 1), axis=-1)
+
+
 def _inverse_rotation(y, plan) -> np.ndarray:
     """Πᵀ y for rows y (n, d) in float64: y·Π for a Haar matrix; else the Hadamard steps undone in
     reverse order (each block's Sylvester-order transform times float32 1/sqrt(m), then the signs)."""

@@ -13,6 +13,8 @@ import tqref
 from tqref import io as tio
 from tqref.cli import main
 
+import reference64
+
 
 def _x(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -97,7 +99,7 @@ def test_cli_streams_and_matches_in_memory(tmp_path, capsys):
     back = np.load(out)
     assert back.shape == x.shape and back.dtype == np.float32
     # prod decoding contains a BLAS matmul whose rounding depends on the chunk shape
-    np.testing.assert_allclose(back, q.dequantize(want), rtol=0, atol=1e-5)
+    reference64.assert_dequantized(back, q, want, "tqref dequantize --chunk-rows 16")
 
 
 def test_cli_reports_bad_input_with_rows(tmp_path, capsys):

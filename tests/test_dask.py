@@ -12,6 +12,7 @@ distributed = pytest.importorskip("distributed")
 
 import tqref  # noqa: E402
 import tqref.dask as tqd  # noqa: E402
+import reference64  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_chunked_equals_whole(client, quantizer):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
     decoded = tqd.dequantize(lazy).compute()
-    np.testing.assert_allclose(decoded, quantizer.dequantize(want), rtol=0, atol=1e-5)
+    reference64.assert_dequantized(decoded, quantizer, want, "dask dequantize")
 
 
 def test_only_the_config_travels():

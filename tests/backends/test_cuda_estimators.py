@@ -1,10 +1,12 @@
-"""CUDA inner-product estimators against the reference (float outputs: tolerance)."""
+"""CUDA inner-product estimators against the reference (float outputs: tqref.tolerance's rule,
+the reference's error measured against tests/reference64.py, at the scale ‖q‖·‖x‖)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import reference64
 from _cuda_support import host, load_backend
 
 C = load_backend()
@@ -13,9 +15,10 @@ from tqref.reference import estimators, mse, prod  # noqa: E402
 from tqref.reference.plan import Config, make_plan  # noqa: E402
 
 
-def _close(got, want):
-    scale = max(float(np.abs(want).max()), 1e-30)
-    np.testing.assert_allclose(got / scale, want / scale, rtol=0, atol=1e-5)
+def _close(got, want, want64, q, norms):
+    scale = np.outer(np.linalg.norm(q.astype(np.float64), axis=1), np.asarray(norms, np.float64))
+    assert got.shape == want.shape
+    reference64.within(got, want, want64, "cuda estimates", scale=scale)
 
 
 @pytest.mark.parametrize("unbiased", [False, True])
@@ -27,7 +30,8 @@ def test_mse_inner_product(unbiased):
     q = rng.standard_normal((m, d)).astype(np.float32)
     packed, norms = mse.quantize(x, plan)
     got = host(C.mse_inner_product_device(q, packed, norms, plan, unbiased=unbiased, qt=2))
-    _close(got, estimators.mse_inner_product(q, packed, norms, plan, unbiased=unbiased))
+    want64 = reference64.mse_estimates(estimators.rotate_queries(q, plan), packed, norms, plan, unbiased=unbiased)
+    _close(got, estimators.mse_inner_product(q, packed, norms, plan, unbiased=unbiased), want64, q, norms)
 
 
 def test_prod_inner_product():
@@ -38,7 +42,8 @@ def test_prod_inner_product():
     q = rng.standard_normal((m, d)).astype(np.float32)
     codes = prod.quantize(x, plan)
     got = host(C.prod_inner_product_device(q, *codes, plan, qt=2))
-    _close(got, estimators.prod_inner_product(q, *codes, plan))
+    want64 = reference64.prod_estimates(estimators.rotate_queries(q, plan), *codes, plan)
+    _close(got, estimators.prod_inner_product(q, *codes, plan), want64, q, codes[1])
 
 
 def test_backend_object_estimators():
@@ -49,4 +54,5 @@ def test_backend_object_estimators():
     q = rng.standard_normal((2, 16)).astype(np.float32)
     got = backend.mse_inner_product(q, packed, norms, plan)
     assert isinstance(got, np.ndarray) and got.shape == (2, 9)
-    _close(got, estimators.mse_inner_product(q, packed, norms, plan))
+    want64 = reference64.mse_estimates(estimators.rotate_queries(q, plan), packed, norms, plan)
+    _close(got, estimators.mse_inner_product(q, packed, norms, plan), want64, q, norms)

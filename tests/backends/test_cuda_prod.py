@@ -1,11 +1,13 @@
 """CUDA prod kernels against the reference: mse codes, norms, QJL sign bits and γ bit for
-bit; the dequantized vectors (which go through a statistical-order Sᵀz) by tolerance."""
+bit; the dequantized vectors (which go through a statistical-order Sᵀz) by tqref.tolerance's
+rule, row by row at the scale ‖x‖ (tests/reference64.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import reference64
 from _cuda_support import edge_rows, host, load_backend, same_bits
 
 C = load_backend()
@@ -32,5 +34,6 @@ def test_prod_quantize_bits_and_dequantize_tolerance(d, bits, rot, proj, warps, 
     assert same_bits(got[3], ref[3])
     out = host(C.prod_dequantize_device(*ref, plan, threads=warps))
     want = prod.dequantize(*ref, plan)
-    scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), np.float32(1e-30))
-    np.testing.assert_allclose(out / scale, want / scale, rtol=0, atol=2e-6)
+    want64 = reference64.prod_dequantize(*ref, plan)
+    norms = np.asarray(ref[1], np.float64)[:, None]
+    reference64.within(out, want, want64, "cuda prod_dequantize", scale=norms, axis=-1)

@@ -8,6 +8,8 @@ from _cuda_support import load_backend
 
 import tqref
 
+import reference64
+
 cuda_backend = load_backend()
 
 
@@ -37,7 +39,7 @@ def test_device_arrays_stay_on_device_and_match_host(kind):
         assert np.array_equal(host(codes.signs), ref.signs)
     out = q.dequantize(codes)
     assert tqref.quantizers.on_device(out)
-    assert np.allclose(host(out), make(96, 3, seed=5).dequantize(ref), atol=1e-5)
+    reference64.assert_dequantized(host(out), make(96, 3, seed=5), ref, "cuda dequantize")
 
 
 def test_device_array_needs_the_cuda_backend():
