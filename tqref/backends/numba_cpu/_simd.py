@@ -132,6 +132,31 @@ def _primitive(*params, returns=types.void):
     return wrap
 
 
+def _by_rows_and_bits(make, params, rows, name):
+    """One primitive for a family of variants ``make(n, bits)`` (emitters over ``params``,
+    n in ``rows``, bits 1..4): its arguments are the variants' then ``bits`` and ``n``, and
+    it emits every variant, each under a branch on (n, bits) — the run-time choice of the
+    one variant that runs (loop-invariant in the callers, so predicted). Other (n, bits)
+    do nothing (callers pass only these)."""
+    emitters = {(n, b): make(n, b) for n in rows for b in range(1, 5)}
+    first = emitters[rows[0], 1]
+    names = list(inspect.signature(first).parameters)
+
+    def emit(builder, *args):
+        *args, bits, n = args
+        for (rn, rb), variant in emitters.items():
+            hit = builder.and_(builder.icmp_signed("==", n, ir.Constant(n.type, rn)),
+                               builder.icmp_signed("==", bits, ir.Constant(bits.type, rb)))
+            with builder.if_then(hit):
+                variant(builder, *args)
+
+    emit.__signature__ = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in names + ["bits", "n"]])
+    emit.__name__ = name
+    emit.__doc__ = f"{first.__doc__}\n\n(n, bits) chosen at run time: n in {rows}, bits 1..4."
+    return _primitive(*params, types.intp, types.intp)(emit)
+
+
 def _butterfly(radix, scaled):
     @_primitive(_is_tile, types.intp, types.intp, _array_of(types.float32), types.intp)
     def bf(builder, buf, p, h, factor, foff):
@@ -470,7 +495,6 @@ def segment_words(builder, words, w0, packed, r0, col, bits):
 def _score_segment(n, bits):
     chains = max(1, 8 // n)
 
-    @_primitive(_is_tile, types.intp, _is_matrix, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile)
     def fn(builder, out, o0, q, j0, packed, r0, col, table):
         """out[o0 + k, :] += Σ_j q[k, j0 + j] · table[index j of the run packed[r0 + l, col :
         col + 16·bits]] for k < n, j < 128 (attention only: interleaved partial sums, fused
@@ -497,13 +521,12 @@ def _score_segment(n, bits):
     return fn
 
 
-score_segment4_1, score_segment4_2, score_segment4_3, score_segment4_4 = (_score_segment(4, b) for b in range(1, 5))
-score_segment8_1, score_segment8_2, score_segment8_3, score_segment8_4 = (_score_segment(8, b) for b in range(1, 5))
+score_segment = _by_rows_and_bits(
+    _score_segment, (_is_tile, types.intp, _is_matrix, types.intp, _is_bytes2d, types.intp, types.intp, _is_tile),
+    (4, 8), "score_segment")
 
 
 def _value_rows(n, bits):
-    @_primitive(_is_tile, types.intp, types.intp, _is_words, types.intp, types.intp, types.intp, _is_tile,
-                _is_tile, types.intp, types.intp)
     def fn(builder, acc, a0, stride, words, w0, wstep, ntiles, table, lanes, lr, lstride):
         """acc[a0 + r·stride + k, :] += Σ_t table[index k of words[w0 + t·wstep]] ·
         lanes[lr + t·lstride + r, :] for r < n, k < 8, t < ntiles: the values of one group
@@ -536,26 +559,15 @@ def _value_rows(n, bits):
     return fn
 
 
-value_rows4_1, value_rows4_2, value_rows4_3, value_rows4_4 = (_value_rows(4, b) for b in range(1, 5))
-value_rows1_1, value_rows1_2, value_rows1_3, value_rows1_4 = (_value_rows(1, b) for b in range(1, 5))
+value_rows = _by_rows_and_bits(
+    _value_rows, (_is_tile, types.intp, types.intp, _is_words, types.intp, types.intp, types.intp, _is_tile,
+                  _is_tile, types.intp, types.intp), (4, 1), "value_rows")
 
 
-unpack_segment_1 = _unpack_segment(1)
-unpack_segment_2 = _unpack_segment(2)
-unpack_segment_3 = _unpack_segment(3)
-unpack_segment_4 = _unpack_segment(4)
-
-
-unpack_rows_1 = _unpack_rows(1)
-unpack_rows_2 = _unpack_rows(2)
-unpack_rows_3 = _unpack_rows(3)
-unpack_rows_4 = _unpack_rows(4)
-
-
-unpack_words_1 = _unpack_words(1)
-unpack_words_2 = _unpack_words(2)
-unpack_words_3 = _unpack_words(3)
-unpack_words_4 = _unpack_words(4)
+#: the unpack primitives per bit width 1..4 (_tile.unpack_tile picks one by ``bits``)
+unpack_segment_1, unpack_segment_2, unpack_segment_3, unpack_segment_4 = (_unpack_segment(b) for b in range(1, 5))
+unpack_rows_1, unpack_rows_2, unpack_rows_3, unpack_rows_4 = (_unpack_rows(b) for b in range(1, 5))
+unpack_words_1, unpack_words_2, unpack_words_3, unpack_words_4 = (_unpack_words(b) for b in range(1, 5))
 
 
 def _dot_rows(n):

@@ -62,28 +62,6 @@ def _value_tile(vidx, t0, cnt, bits, d, table, vtile, rowbuf, word, vn, vnl, sc,
 
 
 @jit
-def _score_segment(out, o0, q, j0, packed, r0, col, table, bits, nr):
-    """_simd.score_segment for nr = 4 or 8 rows (q rows 0 .. nr)."""
-    if nr == 4:
-        if bits == 1:
-            S.score_segment4_1(out, o0, q, j0, packed, r0, col, table)
-        elif bits == 2:
-            S.score_segment4_2(out, o0, q, j0, packed, r0, col, table)
-        elif bits == 3:
-            S.score_segment4_3(out, o0, q, j0, packed, r0, col, table)
-        else:
-            S.score_segment4_4(out, o0, q, j0, packed, r0, col, table)
-    elif bits == 1:
-        S.score_segment8_1(out, o0, q, j0, packed, r0, col, table)
-    elif bits == 2:
-        S.score_segment8_2(out, o0, q, j0, packed, r0, col, table)
-    elif bits == 3:
-        S.score_segment8_3(out, o0, q, j0, packed, r0, col, table)
-    else:
-        S.score_segment8_4(out, o0, q, j0, packed, r0, col, table)
-
-
-@jit
 def _scores(out, o0, q, packed, t0, cnt, bits, d, table, tile, rowbuf, word, nr):
     """out[o0 + r, :] = Σ_j q[r, j] · c[j, :] for the key tile of tokens t0 .. t0+cnt (c its
     centroids, decoded from ``packed`` with ``table``), r < nr. Decode's 4 or 8 rows of a
@@ -95,32 +73,10 @@ def _scores(out, o0, q, packed, t0, cnt, bits, d, table, tile, rowbuf, word, nr)
             for u in range(L):
                 out[o0 + r, u] = 0.0
         for seg in range(groups // 16):
-            _score_segment(out, o0, q, 128 * seg, packed, t0, bits * 16 * seg, table, bits, nr)
+            S.score_segment(out, o0, q, 128 * seg, packed, t0, bits * 16 * seg, table, bits, nr)
         return
     T.unpack_tile(packed, t0, cnt, bits, d, table, tile, rowbuf, word)
     _dot(out, o0, q, tile, nr, d)
-
-
-@jit
-def _value_group(acc, a0, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, four):
-    """One group of 8 coordinates for rows r .. r+4 (``four``) or row r: _simd.value_rows."""
-    if four:
-        if bits == 1:
-            S.value_rows4_1(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-        elif bits == 2:
-            S.value_rows4_2(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-        elif bits == 3:
-            S.value_rows4_3(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-        else:
-            S.value_rows4_4(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-    elif bits == 1:
-        S.value_rows1_1(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-    elif bits == 2:
-        S.value_rows1_2(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-    elif bits == 3:
-        S.value_rows1_3(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
-    else:
-        S.value_rows1_4(acc, a0, d, words, g, vgroups, nfull, table, sc, r, rmax)
 
 
 @jit
@@ -131,10 +87,10 @@ def _values_in_registers(acc16, nr, d, words, vgroups, nfull, table, bits, sc, r
     for g in range(vgroups):
         r = 0
         while r + 4 <= nr:
-            _value_group(acc16, r * d + 8 * g, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, True)
+            S.value_rows(acc16, r * d + 8 * g, d, words, g, vgroups, nfull, table, sc, r, rmax, bits, 4)
             r += 4
         while r < nr:
-            _value_group(acc16, r * d + 8 * g, d, words, g, vgroups, nfull, table, bits, sc, r, rmax, False)
+            S.value_rows(acc16, r * d + 8 * g, d, words, g, vgroups, nfull, table, sc, r, rmax, bits, 1)
             r += 1
 
 
