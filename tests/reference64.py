@@ -70,6 +70,19 @@ def assert_dequantized(got, quantizer, codes, what: str) -> None:
     within(got.reshape(-1, d), want.reshape(-1, d), want64.reshape(-1, d), what, scale=norms.reshape(-1, 1), axis=-1)
 
 
+def cache_prod_keys(cache, layer) -> np.ndarray:
+    """float64 (B, H, T, d): Algorithm 2's DeQuant of a prod-mode cache's stored keys."""
+    a = cache.stored(layer)
+
+    def rows(name):
+        x = a[name]
+        return x.reshape((-1,) + x.shape[3:])
+
+    keys = prod_dequantize(rows("key_indices"), rows("key_norms"), rows("key_signs"), rows("key_gammas"),
+                           cache.key_plan)
+    return keys.reshape(a["key_norms"].shape + (cache.head_dim,))
+
+
 def _inverse_rotation(y, plan) -> np.ndarray:
     """Πᵀ y for rows y (n, d) in float64: y·Π for a Haar matrix; else the Hadamard steps undone in
     reverse order (each block's Sylvester-order transform times float32 1/sqrt(m), then the signs)."""

@@ -20,7 +20,10 @@ pytest.importorskip("transformers", reason="the hf extra is not installed (pip i
 
 import tqref  # noqa: E402
 from tqref.integrations import transformers as tq_hf  # noqa: E402
+from tqref.reference import attention  # noqa: E402
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+import reference64  # noqa: E402
 
 H, D = 2, 16
 TINY = dict(vocab_size=61, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
@@ -69,13 +72,8 @@ def test_layer_returns_kvcache_dequantization_in_any_chunking(options):
 
 def _attention(q, k, v):
     """softmax(q kᵀ/√d) v with GQA and the causal rule of KVCache.attend, float64."""
-    group = q.shape[1] // k.shape[1]
-    k, v = np.repeat(k, group, axis=1).astype(np.float64), np.repeat(v, group, axis=1).astype(np.float64)
-    s = q.astype(np.float64) @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
-    lq, t = q.shape[2], k.shape[2]
-    s = np.where(np.arange(t)[None, :] <= np.arange(t - lq, t)[:, None], s, -np.inf)
-    p = np.exp(s - s.max(-1, keepdims=True))
-    return (p / p.sum(-1, keepdims=True)) @ v
+    visible = attention.visible_mask(q.shape[2], k.shape[2], causal=True)
+    return reference64.dense_attention(q, k, v, scale=1.0 / np.sqrt(q.shape[-1]), visible=visible)[0]
 
 
 def test_mse_attention_over_returned_kv_equals_attend_from_codes():
@@ -85,7 +83,9 @@ def test_mse_attention_over_returned_kv_equals_attend_from_codes():
     got_k, got_v = feed(layer, k, v, [5, 2])
     ref = tqref.KVCache(1, H, D, key_bits=3, value_bits=3)
     ref.append(0, k, v)
-    np.testing.assert_allclose(_attention(q, got_k, got_v), ref.attend(0, q), rtol=0, atol=1e-5)
+    # attention over the returned K, V is the reference's attend from codes, within the rule
+    reference64.within(_attention(q, got_k, got_v), ref.attend(0, q), reference64.cache_attention(ref, 0, q)[0],
+                       "attention over the returned K, V")
 
 
 def test_prod_keys_carry_the_qjl_logit_bias():
@@ -100,8 +100,14 @@ def test_prod_keys_carry_the_qjl_logit_bias():
     group = q.shape[1] // H
     scores = q @ np.repeat(got_k, group, axis=1).swapaxes(-1, -2)
     want = q @ np.repeat(mse_k, group, axis=1).swapaxes(-1, -2) + ref.logit_bias(0, q)
-    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-5 * np.abs(want).max())
-    np.testing.assert_allclose(_attention(q, got_k, got_v), ref.attend(0, q), rtol=0, atol=1e-5)
+    # the rule at the scale ‖q‖·‖k‖; the float64 recomputation takes the logit bias as given
+    want64 = q.astype(np.float64) @ np.repeat(mse_k, group, axis=1).swapaxes(-1, -2).astype(np.float64)
+    want64 += ref.logit_bias(0, q)
+    key_norms = np.repeat(ref.stored(0)["key_norms"].astype(np.float64), group, axis=1)  # (B, A, T)
+    scale = np.linalg.norm(q.astype(np.float64), axis=-1)[..., None] * key_norms[:, :, None, :]
+    reference64.within(scores, want, want64, "q · returned prod keys", scale=scale)
+    reference64.within(_attention(q, got_k, got_v), ref.attend(0, q), reference64.cache_attention(ref, 0, q)[0],
+                       "attention over the returned K, V")
 
 
 @pytest.mark.parametrize("sinks, window", [(2, 3), (0, 4), (3, 0), (0, 20)])
@@ -186,7 +192,8 @@ def test_device_path_codes_match_the_host_codes_in_the_cuda_simulator():
     host = tq_hf.TurboQuantLayer(H, D, key_bits=3, value_bits=2, mode="prod")
     want_k, want_v = feed(host, k, v, [2])
     np.testing.assert_array_equal(got_v, want_v)
-    np.testing.assert_allclose(got_k, want_k, rtol=0, atol=1e-5 * np.abs(want_k).max())
+    norms = ref.stored(0)["key_norms"].astype(np.float64)[..., None]
+    reference64.within(got_k, want_k, reference64.cache_prod_keys(ref, 0), "cuda prod keys", scale=norms, axis=-1)
     assert layer.memory_usage() == ref.memory_usage()
 
 
