@@ -171,20 +171,19 @@ class NumbaBackend:
     # ------------------------------------------------------------------ building blocks
     def rotate(self, x, plan):
         """Π x for float32 rows (n, d) (rotation.rotate)."""
-        x = _f32(x)
         kp = kernel_plan(plan)
-        out = np.empty_like(x)
-        fn, chunks = self._launch(K.rotate_rows, x.shape[0])
-        fn(x, kp.sign0, kp.m, kp.fwd_offsets, kp.fwd_factors, kp.pi, kp.haar, out, chunks)
-        return out
+        return self._rotate_rows(x, kp, kp.sign0, kp.fwd_offsets, kp.fwd_factors, kp.pi)
 
     def rotate_inverse(self, y, plan):
         """Πᵀ y for float32 rows (n, d) (rotation.rotate_inverse, bit-identical)."""
-        y = _f32(y)
         kp = kernel_plan(plan)
-        out = np.empty_like(y)
-        fn, chunks = self._launch(K.rotate_inverse_rows, y.shape[0])
-        fn(y, kp.m, kp.inv_pre, kp.inv_offsets, kp.inv_factors, kp.pi_t, kp.haar, out, chunks)
+        return self._rotate_rows(y, kp, kp.inv_pre, kp.inv_offsets, kp.inv_factors, kp.pi_t)
+
+    def _rotate_rows(self, x, kp, pre, offsets, factors, mat):
+        x = _f32(x)
+        out = np.empty_like(x)
+        fn, chunks = self._launch(K.rotate_rows, x.shape[0])
+        fn(x, pre, kp.m, offsets, factors, mat, kp.haar, out, chunks)
         return out
 
     def nearest_index(self, values, boundaries):

@@ -26,25 +26,15 @@ def _pad8(d):
 
 
 @jit
-def _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc):
-    """rotation.rotate on the tile (buf holds Π's input with its "pre" signs applied).
-
-    Returns the tile that holds Π u (buf for Hadamard, buf2 for Haar).
-    """
+def _rotate(buf, buf2, d, m, pre, apply_pre, offsets, factors, mat, haar, acc):
+    """rotation.rotate (the forward tables, mat = Π) or rotation.rotate_inverse (the inverse
+    tables, mat = Πᵀ) on the tile: Haar, mat · buf into buf2; Hadamard, the "pre" signs
+    (unless already applied: apply_pre False) and the steps, in place. Returns the tile
+    holding the result."""
     if haar:
-        T.matvec(pi, buf, d, buf2, acc)
+        T.matvec(mat, buf, d, buf2, acc)
         return buf2
-    T.hadamard_steps(buf, m, fo, ff, ff[0], False)
-    return buf
-
-
-@jit
-def _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc):
-    """rotation.rotate_inverse on the tile; returns the tile holding Πᵀ y."""
-    if haar:
-        T.matvec(pi_t, buf, d, buf2, acc)
-        return buf2
-    T.hadamard_steps(buf, m, io, if_, ip, True)
+    T.hadamard_steps(buf, m, offsets, factors, pre, apply_pre)
     return buf
 
 
@@ -128,7 +118,7 @@ def _quantize_tile(x, xbits, src, r0, cnt, sign0, m, fo, ff, pi, haar, thr, bits
     else:
         _load_source(src, r0, cnt, xs, xsbits)
         T.load_split_norm(xs, xsbits, 0, cnt, sign0, buf, acc[0], nrm, tmp, scale)
-    y = _rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc)
+    y = _rotate(buf, buf2, d, m, sign0, False, fo, ff, pi, haar, acc)  # signs applied by load_split_norm
     T.index_tile(y, d, thr, idx)
     T.pack_tile(idx, d, bits, packed, r0, cnt, word)
     for l in range(cnt):
@@ -152,7 +142,7 @@ def mse_quantize(x, xbits, src, sign0, m, fo, ff, pi, haar, thr, bits, packed, n
 
 @jit
 def _dequantize_scratch(d):
-    """One run's scratch for unpack_tile, _rotate_inverse and store_scaled:
+    """One run's scratch for unpack_tile, _rotate and store_scaled:
     (buf, buf2, rowbuf, word, acc, lanes); buf has _pad8(d) rows (unpack_tile's groups)."""
     return (np.empty((_pad8(d), L), _F32), np.empty((d, L), _F32), np.empty((L, d), _F32),
             np.empty(L, np.uint64), np.empty((4, LANES, L), _F32), np.empty(L, _F32))
@@ -169,7 +159,7 @@ def mse_dequantize(packed, norms, centroids, bits, m, ip, io, if_, pi_t, haar, o
             r0 = t * L
             cnt = min(L, n - r0)
             T.unpack_tile(packed, r0, cnt, bits, d, centroids, buf, rowbuf, word)
-            xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
+            xh = _rotate(buf, buf2, d, m, ip, True, io, if_, pi_t, haar, acc)
             T.store_scaled(xh, norms, out, r0, cnt, d, lanes, rowbuf)
 
 
@@ -258,13 +248,14 @@ def prod_dequantize(packed, norms, signs, gammas, centroids, bits, proj, kappa,
             for j in range(d):
                 S.row_mul_lanes(corr, j, lanes)
                 S.acc_add_row(buf, j, corr, j)
-            xh = _rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc)
+            xh = _rotate(buf, buf2, d, m, ip, True, io, if_, pi_t, haar, acc)
             T.store_scaled(xh, norms, out, r0, cnt, d, lanes, rowbuf)
 
 
 @kernel
-def rotate_rows(x, sign0, m, fo, ff, pi, haar, out, nchunks):
-    """rotation.rotate of raw rows (no normalisation): x (n, d) -> out (n, d)."""
+def rotate_rows(x, pre, m, offsets, factors, mat, haar, out, nchunks):
+    """rotation.rotate of raw rows (no normalisation) with the forward tables, or
+    rotation.rotate_inverse with the inverse ones (see _rotate): x (n, d) -> out (n, d)."""
     n, d = x.shape
     ntiles = (n + L - 1) // L
     for c in prange(nchunks):
@@ -274,27 +265,8 @@ def rotate_rows(x, sign0, m, fo, ff, pi, haar, out, nchunks):
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             r0 = t * L
             cnt = min(L, n - r0)
-            for j in range(d):
-                s = sign0[j]
-                for q in range(L):
-                    buf[j, q] = x[r0 + q, j] * s if q < cnt else np.float32(0.0)
-            T.store_rows(_rotate_forward(buf, buf2, d, m, fo, ff, pi, haar, acc), r0, cnt, out)
-
-
-@kernel
-def rotate_inverse_rows(y, m, ip, io, if_, pi_t, haar, out, nchunks):
-    """rotation.rotate_inverse of rows: y (n, d) -> out (n, d) (Πᵀ y, the dequantizer's step)."""
-    n, d = y.shape
-    ntiles = (n + L - 1) // L
-    for c in prange(nchunks):
-        buf = np.empty((d, L), _F32)
-        buf2 = np.empty((d, L), _F32)
-        acc = np.empty((4, LANES, L), _F32)
-        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            r0 = t * L
-            cnt = min(L, n - r0)
-            T.load_rows(y, r0, cnt, buf)
-            T.store_rows(_rotate_inverse(buf, buf2, d, m, ip, io, if_, pi_t, haar, acc), r0, cnt, out)
+            T.load_rows(x, r0, cnt, buf)
+            T.store_rows(_rotate(buf, buf2, d, m, pre, True, offsets, factors, mat, haar, acc), r0, cnt, out)
 
 
 @jit_inline
