@@ -44,6 +44,24 @@ def assert_attend_close(want, got, args, kw, serial=None):
             reference64.within(lse, want[1], lse64, f"{name} lse")
 
 
+def attend_args(rng, kplan, vplan, shape, kw):
+    """(attend's positional arguments, ``kw`` with the key signs and γ for a prod key plan)
+    for random keys and values quantized by the reference and random rotated queries;
+    shape = (B, H, G, Lq, T, d)."""
+    B, H, G, Lq, T, d = shape
+    k = rng.standard_normal((B * H * T, d)).astype(np.float32)
+    if kplan.config.kind == "prod":
+        kidx, knorm, ks, kg = REF.prod_quantize(k, kplan)
+        kw = dict(kw, key_signs=ks.reshape(B, H, T, -1), key_gammas=kg.reshape(B, H, T))
+    else:
+        kidx, knorm = REF.mse_quantize(k, kplan)
+    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
+    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
+    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
+            vnorm.reshape(B, H, T), kplan, vplan)
+    return args, kw
+
+
 @settings(max_examples=40)
 @given(dim=DIMS, bits=st.integers(1, 8), seed=SEEDS, rotation=ROTATIONS, keys=st.integers(1, 300),
        queries=st.integers(1, 4), unbiased=st.booleans(), data_seed=st.integers(0, 2**32 - 1))
@@ -134,13 +152,8 @@ def test_attend_partial_range_and_lse_match_reference(start, lag, causal):
     including queries whose range is empty (out 0, lse −inf)."""
     B, H, G, Lq, T, d = 1, 2, 2, 6, 40, 48
     rng = np.random.default_rng(start * 10 + lag)
-    kplan, vplan = mse_plan(d, 3, 5), mse_plan(d, 2, 5)
-    kidx, knorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), kplan)
-    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
-    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
-    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
-            vnorm.reshape(B, H, T), kplan, vplan)
     kw = dict(scale=0.2, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
+    args, kw = attend_args(rng, mse_plan(d, 3, 5), mse_plan(d, 2, 5), (B, H, G, Lq, T, d), kw)
     want, got = REF.attend(*args, **kw), NB.attend(*args, **kw)
     assert got[1].shape == (B, H * G, Lq)
     assert_attend_close(want, got, args, kw)  # an empty range: lse −inf in both, out 0
@@ -158,18 +171,8 @@ def test_attend_splits_and_row_blocks_match_reference(kind, G, Lq, T, start, lag
     B, H, d = 1, 2, 64
     rng = np.random.default_rng(T + Lq)
     kplan = prod_plan(d, 3, 5) if kind == "prod" else mse_plan(d, 3, 5)
-    vplan = mse_plan(d, 3, 5)
-    k = rng.standard_normal((B * H * T, d)).astype(np.float32)
     kw = dict(scale=0.15, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
-    if kind == "prod":
-        kidx, knorm, ks, kg = REF.prod_quantize(k, kplan)
-        kw.update(key_signs=ks.reshape(B, H, T, -1), key_gammas=kg.reshape(B, H, T))
-    else:
-        kidx, knorm = REF.mse_quantize(k, kplan)
-    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
-    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
-    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
-            vnorm.reshape(B, H, T), kplan, vplan)
+    args, kw = attend_args(rng, kplan, mse_plan(d, 3, 5), (B, H, G, Lq, T, d), kw)
     serial = NumbaBackend(parallel=False).attend(*args, **kw)  # one split, one thread
     assert_attend_close(REF.attend(*args, **kw), NB.attend(*args, **kw), args, kw, serial)
 
@@ -178,7 +181,12 @@ def test_attend_splits_and_row_blocks_match_reference(kind, G, Lq, T, start, lag
     ("mse", 3, 3, 4, 1, 1000, 128, 0, 0, True),  # decode: four rows per group in registers
     ("prod", 3, 1, 5, 1, 613, 128, 21, 0, False),  # 4 + 1 rows, 1-bit values, partial last tile
     ("mse", 4, 4, 3, 7, 530, 256, 0, 2, True),  # prefill rows, two runs of 16 groups, 4-bit values
-    ("mse", 2, 2, 4, 2, 300, 128, 0, 0, False),
+    ("mse", 2, 2, 4, 2, 300, 128, 0, 0, False),  # 8 rows of 2-bit keys fused (score_segment)
+    # the other (rows, bits) variants of _simd.score_segment and value_rows:
+    ("mse", 1, 2, 8, 1, 300, 128, 0, 0, True),  # keys: 8 rows, 1 bit
+    ("prod", 4, 3, 4, 1, 300, 128, 0, 0, False),  # keys: 4 rows, 4-bit mse stage
+    ("mse", 4, 2, 5, 1, 300, 128, 0, 0, True),  # values: 4 + 1 rows, 2 bits
+    ("mse", 3, 3, 7, 1, 300, 128, 0, 0, False),  # values: 4 + 1 + 1 + 1 rows, 3 bits
 ])
 def test_attend_whole_tile_runs_match_reference(kind, kbits, vbits, G, Lq, T, d, start, lag, causal):
     """d a multiple of 128 and value codes ≤ 4 bits: whole tiles are decoded from 16-group
@@ -187,17 +195,7 @@ def test_attend_whole_tile_runs_match_reference(kind, kbits, vbits, G, Lq, T, d,
     B, H = 1, 2
     rng = np.random.default_rng(T + d + vbits)
     kplan = prod_plan(d, kbits + 1, 5) if kind == "prod" else mse_plan(d, kbits, 5)
-    vplan = mse_plan(d, vbits, 5)
-    k = rng.standard_normal((B * H * T, d)).astype(np.float32)
     kw = dict(scale=0.1, value_scale=0.5, group_size=G, causal=causal, start=start, lag=lag, return_lse=True)
-    if kind == "prod":
-        kidx, knorm, ks, kg = REF.prod_quantize(k, kplan)
-        kw.update(key_signs=ks.reshape(B, H, T, -1), key_gammas=kg.reshape(B, H, T))
-    else:
-        kidx, knorm = REF.mse_quantize(k, kplan)
-    vidx, vnorm = REF.mse_quantize(rng.standard_normal((B * H * T, d)).astype(np.float32), vplan)
-    q_rot = rng.standard_normal((B, H * G, Lq, d)).astype(np.float32)
-    args = (q_rot, kidx.reshape(B, H, T, -1), knorm.reshape(B, H, T), vidx.reshape(B, H, T, -1),
-            vnorm.reshape(B, H, T), kplan, vplan)
+    args, kw = attend_args(rng, kplan, mse_plan(d, vbits, 5), (B, H, G, Lq, T, d), kw)
     serial = NumbaBackend(parallel=False).attend(*args, **kw)
     assert_attend_close(REF.attend(*args, **kw), NB.attend(*args, **kw), args, kw, serial)
