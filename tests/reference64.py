@@ -3,17 +3,20 @@
 tqref.tolerance derives a float output's tolerance from the reference's own error, measured
 flash-attention style as |reference in float32 − the same computation in float64|. The
 reference functions compute in float32 (they cast their inputs), so the float64 versions of
-the formulas are written here once, for the tests that compare another implementation with
-the reference:
+the formulas are written here once, for the tests that compare another implementation (a
+backend, a chunked or device path, another formulation) with the reference:
 
-* estimates: mse ‖x‖·⟨q_rot, ŷ⟩ (÷ float32(α) debiased); prod ‖x‖·(⟨q_rot, ŷ⟩ + κγ⟨S q_rot, z⟩)
-  (tqref/reference/estimators.py); the prod reconstruction ‖x‖·Πᵀ(ŷ + κγ Sᵀz) (prod.py);
-* attention over codes in the rotated domain, and its log-sum-exp (tqref/reference/attention.py).
+* estimates and key scores: mse ‖x‖·⟨q_rot, ŷ⟩ (÷ float32(α) debiased), prod
+  ‖x‖·(⟨q_rot, ŷ⟩ + κγ⟨S q_rot, z⟩) (tqref/reference/estimators.py, attention.py);
+* the prod reconstruction ‖x‖·Πᵀ(ŷ + κγ Sᵀz) (tqref/reference/prod.py);
+* attention over codes in the rotated domain and its log-sum-exp (attention.py), and softmax
+  attention over dense (dequantized) K, V.
 
 Inputs that are exact in the reference (the rotated queries, ŷ = float32 centroids, z, the
 float32 norms, κ and γ) are taken as they are; only the sums, the softmax and the products of
-the unordered stages are done in float64. ``within(got, ref32, ref64, what, scale, axis)`` then asserts the rule: the scale of an
-estimate is ‖q‖·‖x‖, of a reconstruction ‖x‖ (docs/compatibility.md "Policy").
+the unordered stages are done in float64. ``within(got, ref32, ref64, what, scale, axis)``
+then asserts the rule; the scale of an estimate is ‖q‖·‖x‖, of a reconstruction ‖x‖
+(docs/compatibility.md "Policy").
 """
 
 from __future__ import annotations
@@ -32,17 +35,14 @@ def _f64(x):
 
 def mse_estimates(q_rot, packed, norms, plan, *, unbiased: bool = False) -> np.ndarray:
     """float64 (m, n) of estimators.mse_inner_product for rotated queries q_rot (m, d)."""
-    est = (_f64(q_rot) @ _f64(mse.centroids_of(packed, plan)).T) * _f64(norms)[None, :]
+    est = key_scores(q_rot[None, None], packed[None, None], norms[None, None], plan, group_size=1)[0, 0]
     return est / float(_F32(plan.alpha)) if unbiased else est
 
 
 def prod_estimates(q_rot, packed, norms, signs, gammas, plan) -> np.ndarray:
     """float64 (m, n) of estimators.prod_inner_product for rotated queries q_rot (m, d)."""
-    q = _f64(q_rot)
-    base = q @ _f64(mse.centroids_of(packed, plan)).T
-    z = _f64(qjl.signs_of(signs, plan.dim))
-    corr = ((q @ _f64(plan.projection).T) @ z.T) * (float(_F32(plan.qjl_scale)) * _f64(gammas))[None, :]
-    return (base + corr) * _f64(norms)[None, :]
+    return key_scores(q_rot[None, None], packed[None, None], norms[None, None], plan, group_size=1,
+                      key_signs=signs[None, None], key_gammas=gammas[None, None])[0, 0]
 
 
 def prod_dequantize(packed, norms, signs, gammas, plan) -> np.ndarray:
@@ -105,24 +105,35 @@ def _sylvester(m: int) -> np.ndarray:
     return h
 
 
+def key_scores(q_rot, key_indices, key_norms, key_plan, *, group_size, key_signs=None, key_gammas=None):
+    """float64 (B, A, Lq, T) of attention.key_scores: ‖k_t‖ ⟨q_rot, ŷ_t⟩ (+ κγ_t ⟨S q_rot, z_t⟩ in
+    prod mode); query head a reads kv head a // group_size."""
+    kv = np.arange(q_rot.shape[1]) // group_size
+    q = _f64(q_rot)
+    scores = np.einsum("bald,batd->balt", q, _f64(mse.centroids_of(key_indices, key_plan))[:, kv])
+    if key_signs is not None:
+        z = _f64(qjl.signs_of(key_signs, key_plan.dim))[:, kv]
+        kg = float(_F32(key_plan.qjl_scale)) * _f64(key_gammas)[:, kv]  # (B, A, T)
+        scores = scores + np.einsum("bald,batd->balt", q @ _f64(key_plan.projection).T, z) * kg[:, :, None, :]
+    return scores * _f64(key_norms)[:, kv][:, :, None, :]
+
+
+def accumulate_values(weights, value_indices, value_norms, value_plan, *, group_size):
+    """float64 (B, A, Lq, d) of attention.accumulate_values: Σ_t w_t ‖v_t‖ ŷ_{v,t} (weights as given)."""
+    kv = np.arange(weights.shape[1]) // group_size
+    v_hat = _f64(mse.centroids_of(value_indices, value_plan))[:, kv] * _f64(value_norms)[:, kv][..., None]
+    return np.einsum("balt,batd->bald", _f64(weights), v_hat)
+
+
 def attend(q_rot, key_indices, key_norms, value_indices, value_norms, key_plan, value_plan, *,
            key_signs=None, key_gammas=None, scale, value_scale=1.0, group_size, causal, start=0, lag=0):
-    """float64 (out (B, A, Lq, d), lse (B, A, Lq)) of attention.attend: query head a reads kv
-    head a // group_size; a query with no visible key gets out 0 and lse −inf."""
-    b, a, lq, d = q_rot.shape
-    h, t_len = key_indices.shape[1], key_indices.shape[2]
-    kv = np.arange(a) // group_size
-    q = _f64(q_rot)
-    k_hat = _f64(mse.centroids_of(key_indices, key_plan))[:, kv]  # (B, A, T, d)
-    scores = np.einsum("bald,batd->balt", q, k_hat)
-    if key_signs is not None:
-        z = _f64(qjl.signs_of(key_signs, d))[:, kv]
-        proj = q @ _f64(key_plan.projection).T
-        kg = float(_F32(key_plan.qjl_scale)) * _f64(key_gammas)[:, kv]  # (B, A, T)
-        scores = scores + np.einsum("bald,batd->balt", proj, z) * kg[:, :, None, :]
-    logits = scores * _f64(key_norms)[:, kv][:, :, None, :] * float(_F32(scale))
-    v_hat = _f64(mse.centroids_of(value_indices, value_plan))[:, kv] * _f64(value_norms)[:, kv][..., None]
-    out, lse = _softmax_values(logits, attention.visible_mask(lq, t_len, causal=causal, start=start, lag=lag), v_hat)
+    """float64 (out (B, A, Lq, d), lse (B, A, Lq)) of attention.attend; a query with no visible
+    key gets out 0 and lse −inf."""
+    scores = key_scores(q_rot, key_indices, key_norms, key_plan, group_size=group_size, key_signs=key_signs,
+                        key_gammas=key_gammas)
+    mask = attention.visible_mask(q_rot.shape[2], key_indices.shape[2], causal=causal, start=start, lag=lag)
+    w, lse = _softmax(scores * float(_F32(scale)), mask)
+    out = accumulate_values(w, value_indices, value_norms, value_plan, group_size=group_size)
     return out * float(_F32(value_scale)), lse
 
 
@@ -134,7 +145,22 @@ def dense_attention(q, k, v, *, scale, visible, bias=None):
     scores = np.einsum("bald,batd->balt", _f64(q), _f64(k)[:, kv])
     if bias is not None:
         scores = scores + _f64(bias)
-    return _softmax_values(scores * float(scale), visible, _f64(v)[:, kv])
+    w, lse = _softmax(scores * float(scale), visible)
+    return np.einsum("balt,batd->bald", w, _f64(v)[:, kv]), lse
+
+
+def _softmax(logits, mask):
+    """(weights, log-sum-exp) of softmax over the keys where mask (Lq, T); a query with no
+    visible key gets weights 0 and −inf."""
+    logits = np.where(mask, logits, -np.inf)
+    peak = np.max(logits, axis=-1, keepdims=True, initial=-np.inf)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    e = np.exp(logits - peak)
+    total = e.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(total > 0, e / total, 0.0)
+        lse = np.where(total > 0, peak + np.log(total), -np.inf)[..., 0]
+    return w, lse
 
 
 def cache_attention(cache, layer, q, *, causal=True):
@@ -145,20 +171,6 @@ def cache_attention(cache, layer, q, *, causal=True):
     visible = attention.visible_mask(q.shape[2], k.shape[2], causal=causal)
     return dense_attention(q, k, v, scale=1.0 / np.sqrt(cache.head_dim), visible=visible,
                            bias=cache.logit_bias(layer, q))
-
-
-def _softmax_values(logits, mask, values):
-    """(Σ_t softmax(logits)_t values_t, log-sum-exp) over the keys where mask (Lq, T); a query
-    with no visible key gets 0 and −inf."""
-    logits = np.where(mask, logits, -np.inf)
-    peak = np.max(logits, axis=-1, keepdims=True, initial=-np.inf)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    e = np.exp(logits - peak)
-    total = e.sum(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(total > 0, e / total, 0.0)
-        lse = np.where(total > 0, peak + np.log(total), -np.inf)[..., 0]
-    return np.einsum("balt,batd->bald", w, values), lse
 
 
 def within(got, ref32, ref64, what: str, scale=None, axis=None) -> None:

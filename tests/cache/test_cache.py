@@ -10,6 +10,7 @@ import tqref
 from tqref.reference import estimators, packing
 from tqref.cache import GROWTH_MIN, KVCache, grown_capacity
 
+import reference64
 from cache_helpers import assert_same_state, data, snapshot
 
 CONFIGS = [
@@ -222,9 +223,12 @@ def test_prod_keys_plus_bias_is_the_prod_estimator(projection, rng):
         kv = a // 2
         est = estimators.prod_inner_product(q[0, a], s["key_indices"][0, kv], s["key_norms"][0, kv],
                                             s["key_signs"][0, kv], s["key_gammas"][0, kv], cache.key_plan)
+        est64 = reference64.prod_estimates(estimators.rotate_queries(q[0, a], cache.key_plan), s["key_indices"][0, kv],
+                                           s["key_norms"][0, kv], s["key_signs"][0, kv], s["key_gammas"][0, kv],
+                                           cache.key_plan)
         mine = q[0, a].astype(np.float64) @ out.k[0, kv].T.astype(np.float64) + out.logit_bias[0, a]
-        scale = np.abs(est).max()
-        np.testing.assert_allclose(mine, est, rtol=0, atol=1e-5 * scale)
+        scale = np.outer(np.linalg.norm(q[0, a].astype(np.float64), axis=1), s["key_norms"][0, kv])
+        reference64.within(mine, est, est64, "q·Kᵀ + logit_bias", scale=scale)
 
 
 def test_debiased_keys_are_divided_by_alpha(rng):
