@@ -1,36 +1,29 @@
 """conformance/norm16-v1: vectors on both sides of the float16 norm rule's boundaries."""
 
-import pathlib
-
 import numpy as np
 import pytest
 
 import tqref
-from tqref.conformance import drift, lint, norm16, verify
+from tqref.conformance import norm16
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-NORM16 = REPO / "conformance" / norm16.DIR_NAME
+from .family_vectors import assert_backend_passes, assert_regenerates, family_dir, lint_clean
+
+NORM16 = family_dir(norm16.DIR_NAME)
 
 
 def test_regenerating_reproduces_the_shipped_norm16_vectors():
-    problems = drift.differences(NORM16, norm16.render())
-    assert not problems, ("norm16-v1 drifted; regenerate with `python -m tqref.conformance.norm16 --out "
-                          "conformance/norm16-v1` if intended:\n" + "\n".join(problems[:40]))
+    assert_regenerates(NORM16, norm16.render(), "tqref.conformance.norm16")
 
 
 def test_norm16_vectors_lint_clean_with_both_results():
-    problems, files, tests = lint.lint_dir(NORM16)
-    assert problems == [] and files == 2 and tests == 28
+    assert lint_clean(NORM16, 2) == 28
     results = [result for *_, result in norm16.cases(16)]
     assert results.count("valid") == 5 and results.count("invalid") == 2
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
 def test_backends_pass_the_norm16_vectors(backend):
-    if backend not in tqref.backends():
-        pytest.skip(f"{backend} is not available")
-    reports = verify.verify(NORM16, backend)
-    assert len(reports) == 2 and all(r.ok for r in reports), [(r.name, r.ok) for r in reports]
+    assert_backend_passes(NORM16, backend, 2)
 
 
 @pytest.mark.parametrize("mode", ["mse", "prod"])

@@ -5,26 +5,22 @@ Needs no model: the captured inputs are frozen in tqref/conformance/real_kv_inpu
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
+import pytest
 
+from conformance.family_vectors import REPO, assert_backend_passes, assert_regenerates, family_dir, lint_clean
 from tqref.commands.conformance import _roots
-from tqref.conformance import drift, lint, loader, norm16, real_data, verify
+from tqref.conformance import lint, loader, norm16, real_data
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-REAL = REPO / "conformance" / real_data.DIR_NAME
+REAL = family_dir(real_data.DIR_NAME)
 
 
 def test_regenerating_reproduces_the_shipped_real_vectors():
-    problems = drift.differences(REAL, real_data.render())
-    assert not problems, ("real-v1 drifted; regenerate with `python -m tqref.conformance.real_data --out "
-                          "conformance/real-v1` if intended:\n" + "\n".join(problems[:40]))
+    assert_regenerates(REAL, real_data.render(), "tqref.conformance.real_data")
 
 
 def test_real_vectors_lint_clean_and_v1_is_unchanged():
-    problems, files, tests = lint.lint_dir(REAL)
-    assert problems == [] and files == 3 and tests > 100
+    assert lint_clean(REAL, 3) > 100
     # v1 still needs its PRNG stream file: the exemption is for added families only
     assert lint.lint_dir(REPO / "conformance" / "v1")[0] == []
 
@@ -41,10 +37,9 @@ def test_inputs_are_real_and_include_outlier_layers():
         assert e["spanQueries"].shape == (9, 2, 64)
 
 
-def test_reference_and_numba_pass_the_real_vectors():
-    for backend in ("reference", "numba"):
-        reports = verify.verify(REAL, backend)
-        assert reports and all(r.ok for r in reports), [(r.name, r.ok) for r in reports]
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_backends_pass_the_real_vectors(backend):
+    assert_backend_passes(REAL, backend, 3)
 
 
 def test_verify_and_lint_find_the_added_family_beside_v1():

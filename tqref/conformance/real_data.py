@@ -33,7 +33,7 @@ import sys
 
 import numpy as np
 
-from . import encoding, generate, spec
+from . import encoding, generate
 from .generate import FileBuilder, _projection, _quantizer_test, header, mse_tolerance, prod_tolerance
 from .families import _kv_tolerance, register_all
 from ..reference import codebook as cb
@@ -46,14 +46,7 @@ OUTLIER_LAYERS = 3
 POSITIONS = 4  # key/value positions per (layer, kv head 0) for the quantizer files
 KV_POSITIONS = 8  # positions per layer for the KV-cache scenarios (all kv heads)
 SEED = 1
-FLAGS = {
-    "RealKey": ("FUNCTIONALITY", "A real post-RoPE key of SmolLM2-135M-Instruct (real_kv_inputs.json says "
-                                 "which layer, head and position): outlier channels and RoPE structure."),
-    "RealValue": ("FUNCTIONALITY", "A real value vector of SmolLM2-135M-Instruct."),
-    "RealQueries": ("FUNCTIONALITY", "Real queries, keys and values of one layer of SmolLM2-135M-Instruct."),
-    "OutlierLayer": ("EDGE_CASE", "From a layer with one of the largest key outlier channels (channel RMS many "
-                                  "times the median channel's)."),
-}
+# The flags of these files (RealKey, RealValue, RealQueries, OutlierLayer) are in spec.FLAGS, with v1's.
 
 
 # --------------------------------------------------------------------------- step 1: capture
@@ -134,7 +127,6 @@ def _layer_flags(entry) -> list:
 def builders(inputs: dict | None = None) -> list:
     """FileBuilders of conformance/real-v1 from the frozen inputs."""
     register_all()
-    spec.register_flags(FLAGS)
     doc = load_inputs() if inputs is None else inputs
     src, layers = doc["source"], doc["layers"]
     d = int(src["headDim"])

@@ -354,6 +354,13 @@ FLAGS = {
     "Float16Norms": ("FUNCTIONALITY", "Norms stored as float16 (round to nearest even from the float32 norm)."),
     "GaussianCodebook": ("FUNCTIONALITY", "The Gaussian-limit codebook N(0, 1/d) instead of the exact marginal."),
     "HighBits": ("FUNCTIONALITY", "A large bit width (b = 8)."),
+    # the real-v1 family (real_data.py)
+    "RealKey": ("FUNCTIONALITY", "A real post-RoPE key of SmolLM2-135M-Instruct (real_kv_inputs.json says "
+                                 "which layer, head and position): outlier channels and RoPE structure."),
+    "RealValue": ("FUNCTIONALITY", "A real value vector of SmolLM2-135M-Instruct."),
+    "RealQueries": ("FUNCTIONALITY", "Real queries, keys and values of one layer of SmolLM2-135M-Instruct."),
+    "OutlierLayer": ("EDGE_CASE", "From a layer with one of the largest key outlier channels (channel RMS many "
+                                  "times the median channel's)."),
 }
 
 BUG_TYPES = ("BASIC", "EDGE_CASE", "FUNCTIONALITY", "KNOWN_BUG", "COMPATIBILITY")
