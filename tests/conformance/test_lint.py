@@ -53,6 +53,13 @@ def test_each_corruption_is_reported(vectors_copy, expected):
     assert any(expected in p for p in problems), problems
 
 
+@pytest.mark.parametrize("value", [0.0, -1e-3])
+def test_a_zero_or_negative_tolerance_is_reported(vectors_copy, value):
+    _rewrite(vectors_copy, "mse_hadamard_test.json", lambda d: _first_test(d)["tolerance"].update(estimates=value))
+    problems, _, _ = lint.lint_dir(vectors_copy)
+    assert any("tolerance 'estimates' is" in p and "tqref.tolerance.FLOOR" in p for p in problems), problems
+
+
 def test_hand_edit_breaks_canonical_form_and_checksum(vectors_copy):
     _rewrite(vectors_copy, "fwht_test.json", lambda d: None, canonical=False, fix_index=False)
     problems, _, _ = lint.lint_dir(vectors_copy)

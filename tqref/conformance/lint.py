@@ -10,7 +10,9 @@ shipped in ``schemas/``) and what a schema cannot say:
 * every flag used is defined in ``notes`` and every note is used;
 * valid / acceptable tests carry every required output, invalid tests carry none;
 * tensors: hex length = prod(shape) × itemsize; ``dec`` (when present) lists the same values;
-* every output compared with a tolerance has one;
+* every output compared with a tolerance has one, a finite number ≥ ``tqref.tolerance.FLOOR``
+  (a zero tolerance would be an exact comparison in disguise, a negative or NaN one can never
+  pass);
 * prng_streams.csv: header, row format, and agreement with the generator definition.
 """
 
@@ -19,12 +21,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import pathlib
 import re
 import sys
 
 import numpy as np
 
+from .. import tolerance
 from . import encoding, schema, spec
 from .loader import FormatError, load_json
 
@@ -102,6 +106,10 @@ def lint_document(name: str, doc, documents: dict, text: str | None = None) -> l
                 for k in outputs:
                     if test_type.outputs[k].compare == "tolerance" and k not in tol:
                         problems.append(f"{where}: output {k!r} is compared with a tolerance but has none")
+                for k, value in tol.items():
+                    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < tolerance.FLOOR:
+                        problems.append(f"{where}: tolerance {k!r} is {value!r}; expected a finite number "
+                                        f">= {tolerance.FLOOR!r} (tqref.tolerance.FLOOR)")
     dupes = sorted({i for i in ids if ids.count(i) > 1}, key=str)
     if dupes:
         problems.append(f"{name}: duplicate tcIds {dupes}")
