@@ -53,6 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _rows
 from . import _validate as v
 from . import backends
 from .reference import attention, codebook as cb, estimators, packing, qjl
@@ -267,24 +268,19 @@ class KVCache:
         precise error (the order and messages of ``_validate.as_float32_rows``). The backend
         takes any float dtype and converts block by block (one pass over the input).
         """
-        lead = k.shape[:3]
-        d = self.head_dim
-        raw = {}
+        quantize_keys = self.backend.prod_quantize if self.mode == "prod" else self.backend.mse_quantize
         with np.errstate(all="ignore"):  # non-finite input: reported below, from the norms
-            if self.mode == "prod":
-                packed, norms, signs, gammas = self.backend.prod_quantize(k.reshape(-1, d), self.key_plan)
-                raw["key_signs"], raw["key_gammas"] = signs, gammas
-            else:
-                packed, norms = self.backend.mse_quantize(k.reshape(-1, d), self.key_plan)
-            raw["key_indices"], raw["key_norms"] = packed, norms
-            raw["value_indices"], raw["value_norms"] = self.backend.mse_quantize(v_.reshape(-1, d), self.value_plan)
+            keys = _rows.apply(lambda rows: quantize_keys(rows, self.key_plan), k)  # no copy of k (_rows)
+            values = _rows.apply(lambda rows: self.backend.mse_quantize(rows, self.value_plan), v_)
+        raw = dict(zip(("key_indices", "key_norms", "key_signs", "key_gammas"), keys))
+        raw["value_indices"], raw["value_norms"] = values
         for name, x, norms in (("k", k, raw["key_norms"]), ("v", v_, raw["value_norms"])):
-            v.check_norms(name, x, d, norms)  # raises for NaN, inf or a float64 overflow
-        out = {name: arr.reshape(lead + arr.shape[1:]) for name, arr in raw.items() if arr.ndim == 2}
+            v.check_norms(name, x, self.head_dim, norms)  # raises for NaN, inf or a float64 overflow
+        out = {name: arr for name, arr in raw.items() if arr.ndim == 4}
         if self.mode == "prod":
-            out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(raw["key_gammas"], _F32).reshape(lead))
-        out["key_norms"] = self._store_norms("k", "norm", np.asarray(raw["key_norms"], _F32).reshape(lead))
-        out["value_norms"] = self._store_norms("v", "norm", np.asarray(raw["value_norms"], _F32).reshape(lead))
+            out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(raw["key_gammas"], _F32))
+        out["key_norms"] = self._store_norms("k", "norm", np.asarray(raw["key_norms"], _F32))
+        out["value_norms"] = self._store_norms("v", "norm", np.asarray(raw["value_norms"], _F32))
         return out
 
     def _commit(self, layer: int, new: dict, batch: int) -> None:

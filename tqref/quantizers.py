@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from . import _rows
 from . import _validate as v
 from . import backends
 from .reference import codebook as cb
@@ -145,12 +146,17 @@ class _Quantizer:
         x32 = v.as_float32_rows(name, x, self.dim)
         return x32.reshape(-1, self.dim), x32.shape[:-1]
 
-    def _raw_rows(self, x):
-        """x of any accepted float dtype as rows (n, dim), values unchecked (no pass over
-        them): the backend converts block by block, and :func:`_validate.check_norms` turns
-        a non-finite norm into the error a full check would have raised."""
+    def _quantize_rows(self, quantize, x):
+        """(x, quantize's arrays shaped x's leading axes + their own) for x (..., dim) of any
+        accepted float dtype and layout, values unchecked (no pass over them): the backend
+        converts block by block, rows handed over without a copy where the layout allows
+        (_rows.apply), and :func:`_validate.check_norms` turns a non-finite norm into the
+        error a full check would have raised."""
         x = v.float_rows("x", x, self.dim)
-        return x, x.reshape(-1, self.dim), x.shape[:-1]
+        with np.errstate(all="ignore"):  # non-finite input shows in the norms
+            out = _rows.apply(lambda rows: quantize(rows, self.plan), x)
+        v.check_norms("x", x, self.dim, out[1])
+        return out
 
     def _device(self, name: str):
         """The CUDA backend module for GPU-resident arrays (which never visit the host)."""
@@ -227,12 +233,8 @@ class TurboQuantMSE(_Quantizer):
             packed, norms = dev.mse_quantize_device(x, self.plan)
             self._device_norms_finite(dev, norms)
             return MSECodes(packed, norms, self.config)
-        x, rows, lead = self._raw_rows(x)
-        with np.errstate(all="ignore"):  # non-finite input shows in the norms
-            packed, norms = self.backend.mse_quantize(rows, self.plan)
-        v.check_norms("x", x, self.dim, norms)
-        norms = _store_norms("norm", norms, self.config.norm_dtype)
-        return MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.config)
+        packed, norms = self._quantize_rows(self.backend.mse_quantize, x)
+        return MSECodes(packed, _store_norms("norm", norms, self.config.norm_dtype), self.config)
 
     def dequantize(self, codes: MSECodes) -> np.ndarray:
         """MSECodes -> float32 (..., dim) (a device array for GPU-resident codes)."""
@@ -284,14 +286,10 @@ class TurboQuantProd(_Quantizer):
             packed, norms, signs, gammas = dev.prod_quantize_device(x, self.plan)
             self._device_norms_finite(dev, norms)
             return ProdCodes(MSECodes(packed, norms, self.mse_config), signs, gammas, self.config)
-        x, rows, lead = self._raw_rows(x)
-        with np.errstate(all="ignore"):  # non-finite input shows in the norms
-            packed, norms, signs, gammas = self.backend.prod_quantize(rows, self.plan)
-        v.check_norms("x", x, self.dim, norms)
+        packed, norms, signs, gammas = self._quantize_rows(self.backend.prod_quantize, x)
         norms = _store_norms("norm", norms, self.config.norm_dtype)
         gammas = _store_norms("residual norm", gammas, self.config.norm_dtype)
-        mse_codes = MSECodes(packed.reshape(lead + packed.shape[-1:]), norms.reshape(lead), self.mse_config)
-        return ProdCodes(mse_codes, signs.reshape(lead + signs.shape[-1:]), gammas.reshape(lead), self.config)
+        return ProdCodes(MSECodes(packed, norms, self.mse_config), signs, gammas, self.config)
 
     def _arrays(self, codes: ProdCodes):
         self._check_config(codes)

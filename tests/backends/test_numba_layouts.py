@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tqref
+from tqref import _rows
 from tqref.backends.numba_cpu import NumbaBackend
 from tqref.backends.numba_cpu import backend as numba_backend
 from tqref.backends.reference import ReferenceBackend
@@ -151,3 +152,54 @@ def test_source_spans_exactly_the_rows_memory(layout, dtype, rows, dim):
 def test_wrong_row_length_is_refused():
     with pytest.raises(ValueError, match=r"x: expected rows \(n, 16\), got shape \(3, 8\)"):
         NB.mse_quantize(np.zeros((3, 8), np.float64), mse_plan(16, 2, 0))
+
+
+# ---------------------------------------------------------------- leading axes (tqref._rows)
+def _row_outputs(rows):
+    """Per-row outputs of two shapes, exact in any order of rows."""
+    return rows[:, ::-1].copy(), rows.max(axis=1)
+
+
+@settings(max_examples=40)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3), last=st.integers(300, 700),
+       perm_seed=st.integers(0, 100), cut=st.integers(1, 3), reverse=st.booleans())
+def test_rows_apply_equals_the_c_order_rows(shape, last, perm_seed, cut, reverse):
+    """Outputs in x's order of leading axes, whatever the layout; the operation gets views of
+    x (no copy) when the leading axes collapse in some order or its blocks are long."""
+    d = 3
+    full = np.arange(np.prod(shape) * last * cut * d, dtype=np.float64).reshape(tuple(shape) + (last * cut, d))
+    x = full[..., ::cut, :] if not reverse else full[..., ::-cut, :]  # a slice along the longest axis
+    perm = list(np.random.default_rng(perm_seed).permutation(x.ndim - 1))
+    x = x.transpose(perm + [x.ndim - 1])
+    calls = []
+
+    def fn(rows):
+        calls.append(rows)
+        return _row_outputs(rows)
+
+    got = _rows.apply(fn, x)
+    want = _row_outputs(np.ascontiguousarray(x).reshape(-1, d))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w.reshape(x.shape[:-1] + w.shape[1:]))
+    if (cut == 1 and not reverse) or last >= _rows.MIN_BLOCK_ROWS:  # collapses in stride order, or long blocks
+        assert all(np.shares_memory(rows, full) for rows in calls)
+    if cut == 1 and not reverse:
+        assert len(calls) == 1
+
+
+@pytest.mark.parametrize("mode", ["mse", "prod"])
+def test_cache_append_of_views(mode):
+    """transformers' (B, H, T, d) = transpose of (B, T, H, d), and a slice along T of a longer
+    buffer: stored codes equal those of the C-contiguous copy."""
+    rng = np.random.default_rng(7)
+    stored = rng.standard_normal((2, 600, 3, 32)).astype(np.float32)
+    longer = rng.standard_normal((2, 3, 700, 32)).astype(np.float64)
+    for k in (stored.transpose(0, 2, 1, 3), longer[:, :, 50:650], longer[:, :, 3:40]):
+        v = k[..., ::-1]
+        caches = [tqref.KVCache(1, 3, 32, key_bits=3, value_bits=2, mode=mode, backend="numba") for _ in range(2)]
+        caches[0].append(0, k, v)
+        caches[1].append(0, np.ascontiguousarray(k), np.ascontiguousarray(v))
+        got, want = caches[0].stored(0), caches[1].stored(0)
+        assert got.keys() == want.keys()
+        for name in want:
+            assert_same(got[name], want[name], name)
