@@ -51,6 +51,29 @@ def reconstruction(cache, layer, k16, v16, bits, spec, sinks):
     return om.merge(ko_h, kr_h, k_order), om.merge(vo_h, vr_h, v_order), None
 
 
+def representation(cache, layer, k16, v16, bits, spec, sinks, window):
+    """(ready_from, recon) of a layer holding k16, v16 (appended whole): the first position
+    whose codes exist (None for a float16 layer) and ``reconstruction`` (None when no position
+    is compressed yet), the arguments ``brute_force`` takes."""
+    if bits == "float16":
+        return None, None
+    n = spec.calibration_tokens if spec is not None and spec.selection == "static" else 0
+    ready_from = sinks + n - 1 if n else 0
+    compressed = ends(k16.shape[2] - 1, sinks=sinks, window=window, ready_from=ready_from) - sinks
+    return ready_from, (reconstruction(cache, layer, k16, v16, bits, spec, sinks) if compressed > 0 else None)
+
+
+def options_attention64(cache, layer, q, k, v):
+    """float64 attention of ``cache.attend(layer, q)`` (default scale) for a cache with the
+    tqref/kv options that holds k, v: brute force over the representation each query sees."""
+    tiers = cache._tiers
+    k16, v16 = k.astype(np.float16), v.astype(np.float16)
+    bits, sinks, window = tiers.layer_plan[layer], tiers.sinks, tiers.window
+    ready_from, recon = representation(cache, layer, k16, v16, bits, tiers.spec, sinks, window)
+    return brute_force(q, k16, v16, recon, sinks=sinks, window=window, ready_from=ready_from,
+                       scale=1.0 / np.sqrt(cache.head_dim))
+
+
 def brute_force(q, k16, v16, recon, *, sinks, window, ready_from, scale):
     """Per query p (the last Lq positions), exact float64 attention over keys 0..p, each float16
     if t < S or t ≥ e(p), else its reconstruction (``recon`` = (K̂, V̂, plain prod cache or None)

@@ -12,6 +12,7 @@ from tqref.kv import window as win
 from tqref.reference import packing
 from tqref.cache import KVCache
 
+import reference64
 from cache_helpers import assert_same_state, data, snapshot
 import kv_options_helpers as kh
 
@@ -127,7 +128,8 @@ def test_numba_matches_reference(rng):
             c.append(0, k, v)
         a, b = ref.stored(0), nb.stored(0)
         assert a.keys() == b.keys() and all(a[n].tobytes() == b[n].tobytes() for n in a)
-        assert np.abs(ref.attend(0, q) - nb.attend(0, q)).max() < 1e-5
+        want64 = kh.options_attention64(ref, 0, q, k, v)
+        reference64.within(nb.attend(0, q), ref.attend(0, q), want64, f"numba attend with {extra}")
 
 
 BAD = [

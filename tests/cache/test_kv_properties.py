@@ -99,13 +99,7 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
     # the options round every token to float16 on arrival (window.py); the plain cache does not
     k16, v16 = (k.astype(np.float16), v.astype(np.float16)) if tiers else (k, v)
     sinks, window = kw["sink_tokens"], kw["residual_length"]
-    if bits == "float16":
-        ready_from, recon = None, None
-    else:
-        n = spec.calibration_tokens if spec is not None and spec.selection == "static" else 0
-        ready_from = sinks + n - 1 if n else 0
-        compressed = kh.ends(total - 1, sinks=sinks, window=window, ready_from=ready_from) - sinks
-        recon = kh.reconstruction(whole, 1, k16, v16, bits, spec, sinks) if compressed > 0 else None
+    ready_from, recon = kh.representation(whole, 1, k16, v16, bits, spec, sinks, window)
     # dequantize: the layer as held now (float16 sinks and window, reconstructions between)
     if tiers:
         keys, values = whole.dequantize(1)
