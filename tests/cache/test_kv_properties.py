@@ -15,6 +15,7 @@ from tqref.kv import OutlierSpec
 from tqref.cache import KVCache
 
 import kv_options_helpers as kh
+import reference64
 
 
 @st.composite
@@ -58,13 +59,24 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
     whole = KVCache(2, heads, dim, **kw)
     whole.append(1, k, v)
     one_pass = whole.attend(1, q)
+    tiers = whole._tiers  # None when every option has its default: the plain cache
+    bits = tiers.layer_plan[1] if tiers else (kw["key_bits"], kw["value_bits"])
+    spec = tiers.spec if tiers else None
+    # brute force over the representation each query should see
+    # the options round every token to float16 on arrival (window.py); the plain cache does not
+    k16, v16 = (k.astype(np.float16), v.astype(np.float16)) if tiers else (k, v)
+    sinks, window = kw["sink_tokens"], kw["residual_length"]
+    ready_from, recon = kh.representation(whole, 1, k16, v16, bits, spec, sinks, window)
+    want_out = kh.brute_force(q, k16, v16, recon, sinks=sinks, window=window, ready_from=ready_from, scale=scale)
+    assert np.abs(one_pass - want_out).max() <= kh.tolerance(q, k, v, scale)
     # chunked appends, each chunk's queries attended right after its append
     pieces = KVCache(2, heads, dim, **kw)
     start = 0
     for size in chunks:
         pieces.append(1, k[:, :, start : start + size], v[:, :, start : start + size])
         got = pieces.attend(1, q[:, :, start : start + size])
-        assert np.abs(got - one_pass[:, :, start : start + size]).max() <= kh.tolerance(q, k, v, scale)
+        part = slice(start, start + size)
+        reference64.within(got, one_pass[:, :, part], want_out[:, :, part], "attend after a chunked append")
         start += size
     # token-by-token decode
     decode = KVCache(2, heads, dim, **kw)
@@ -72,7 +84,7 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
     for p in range(total):
         decode.append(1, k[:, :, p : p + 1], v[:, :, p : p + 1])
         steps.append(decode.attend(1, q[:, :, p : p + 1]))
-    assert np.abs(np.concatenate(steps, axis=2) - one_pass).max() <= kh.tolerance(q, k, v, scale)
+    reference64.within(np.concatenate(steps, axis=2), one_pass, want_out, "attend at each decode step")
 
     # persistent storage is byte-identical whatever the chunking
     for other in (pieces, decode):
@@ -83,9 +95,6 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
         assert other.stored(0) == {} and other.seq_len(1) == total and other.seq_len(0) == 0
 
     # memory accounting: the stored arrays, and the layout written out independently
-    tiers = whole._tiers  # None when every option has its default: the plain cache
-    bits = tiers.layer_plan[1] if tiers else (kw["key_bits"], kw["value_bits"])
-    spec = tiers.spec if tiers else None
     norm_bytes = 2 if kw["norm_dtype"] == "float16" else 4
     want = kh.expected_bytes(batch=batch, heads=heads, dim=dim, t_len=total, bits=bits, spec=spec,
                              sinks=kw["sink_tokens"], window=kw["residual_length"], norm_bytes=norm_bytes,
@@ -95,11 +104,6 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
         assert cache.capacity_bytes() >= cache.memory_usage()
         assert cache.bits_per_coordinate() == 8 * want / (batch * heads * total * 2 * dim)
 
-    # brute force over the representation each query should see
-    # the options round every token to float16 on arrival (window.py); the plain cache does not
-    k16, v16 = (k.astype(np.float16), v.astype(np.float16)) if tiers else (k, v)
-    sinks, window = kw["sink_tokens"], kw["residual_length"]
-    ready_from, recon = kh.representation(whole, 1, k16, v16, bits, spec, sinks, window)
     # dequantize: the layer as held now (float16 sinks and window, reconstructions between)
     if tiers:
         keys, values = whole.dequantize(1)
@@ -110,5 +114,3 @@ def test_options_chunking_memory_decode_and_brute_force(sc):
             want_v[:, :, sinks:e_now] = recon[1][:, :, : e_now - sinks]
         np.testing.assert_array_equal(keys, want_k)
         np.testing.assert_array_equal(values, want_v)
-    want_out = kh.brute_force(q, k16, v16, recon, sinks=sinks, window=window, ready_from=ready_from, scale=scale)
-    assert np.abs(one_pass - want_out).max() <= kh.tolerance(q, k, v, scale)
