@@ -12,13 +12,15 @@ threads: what the work costs when the machine is shared).
 Rows (d = 128, 3 bits, backend "numba" unless named):
 
 * public quantize / dequantize / inner_product against the backend kernel on the same
-  float32 batch (bar: within 10 %), and quantize from float16 / float64 / strided input;
+  float32 batch (bar: within 10 %), and quantize from float16 / float64 / strided input
+  (every other row; a column slice of a wider array);
 * KVCache.append of keys and values, in vectors per second (k and v counted separately;
-  bar ≥ 3M/s);
+  bar ≥ 3M/s), from C-contiguous arrays and from the transposed views transformers passes;
 * decode attention, one query per head, 32 query heads over 8 kv heads, at several context
   lengths: KVCache.attend against numpy float32 attention over the same uncompressed K/V
   (bar ≥ 5× at 32k tokens; µs per 1k tokens shows the time is linear in T);
-* causal prefill attention (Lq = T) against numpy float32 with the causal mask (bar ≥ 1×).
+* causal prefill attention (Lq = T, several T) against numpy float32 with the causal mask
+  (bar ≥ 1× at every T).
 
 Not a timed test: nothing here asserts a time.
 """
@@ -95,8 +97,11 @@ def bench_public(rng, n, repeat):
     kern = row("kernel mse_quantize (float32)", n, "vectors", timed(lambda: nb.mse_quantize(x, plan), repeat))
     rows += [kern, row("public TurboQuantMSE.quantize (float32)", n, "vectors", timed(lambda: mse.quantize(x), repeat),
                        kern)]
+    wide = np.zeros((n, D + 32), np.float32)
+    wide[:, 16 : 16 + D] = x
     for label, xx in (("float16", x.astype(np.float16)), ("float64", x.astype(np.float64)),
-                      ("float32 every other row", np.repeat(x[: n // 2], 2, axis=0)[::2])):
+                      ("float32 every other row", np.repeat(x[: n // 2], 2, axis=0)[::2]),
+                      ("float32 column slice", wide[:, 16 : 16 + D])):
         rows.append(row(f"public TurboQuantMSE.quantize ({label})", xx.shape[0], "vectors",
                         timed(lambda xx=xx: mse.quantize(xx), repeat), kern))
     ref = tqref.TurboQuantMSE(D, BITS, backend="reference")
@@ -138,9 +143,18 @@ def bench_append(rng, tokens, repeat):
         cache.reset()
         cache.append(0, k, v)
 
+    # transformers hands the cache (B, H, T, d) views of (B, T, H, d) buffers
+    kt, vt = (np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in (k, v))
+
+    def append_views():
+        cache.reset()
+        cache.append(0, kt, vt)
+
     count = 2 * KV_HEADS * tokens
     kern = row("kernel mse_quantize of the same k and v", count, "vectors", timed(kernels, repeat))
-    return [kern, row("KVCache.append (k and v, mse 3 bits)", count, "vectors", timed(append, repeat), kern)]
+    return [kern, row("KVCache.append (k and v, mse 3 bits)", count, "vectors", timed(append, repeat), kern),
+            row("KVCache.append of (B, T, H, d) transposed views", count, "vectors", timed(append_views, repeat),
+                kern)]
 
 
 def bench_attention(rng, contexts, prefill, repeat):
@@ -160,16 +174,17 @@ def bench_attention(rng, contexts, prefill, repeat):
                     timed(lambda: cache.attend(0, q), repeat), base)
             r["us_per_1k_tokens_cpu"] = r["cpu_s"] / t * 1e9
             rows.append(r)
-    t = prefill
-    k = rng.standard_normal((1, KV_HEADS, t, D)).astype(np.float32)
-    v = rng.standard_normal((1, KV_HEADS, t, D)).astype(np.float32)
-    q = rng.standard_normal((1, HEADS, t, D)).astype(np.float32)
-    base = row(f"numpy float32 causal prefill Lq=T={t}", t, "queries",
-               timed(lambda: numpy_attention(q, k, v, scale, True), 1))
-    cache = tqref.KVCache(1, KV_HEADS, D, key_bits=BITS, value_bits=BITS, backend="numba")
-    cache.append(0, k, v)
-    rows += [base, row(f"KVCache.attend causal prefill mse K{BITS}/V{BITS} Lq=T={t}", t, "queries",
-                       timed(lambda: cache.attend(0, q), 1), base)]
+    for t in prefill:
+        k = rng.standard_normal((1, KV_HEADS, t, D)).astype(np.float32)
+        v = rng.standard_normal((1, KV_HEADS, t, D)).astype(np.float32)
+        q = rng.standard_normal((1, HEADS, t, D)).astype(np.float32)
+        reps = repeat if t <= 1024 else 1
+        base = row(f"numpy float32 causal prefill Lq=T={t}", t, "queries",
+                   timed(lambda: numpy_attention(q, k, v, scale, True), reps))
+        cache = tqref.KVCache(1, KV_HEADS, D, key_bits=BITS, value_bits=BITS, backend="numba")
+        cache.append(0, k, v)
+        rows += [base, row(f"KVCache.attend causal prefill mse K{BITS}/V{BITS} Lq=T={t}", t, "queries",
+                           timed(lambda: cache.attend(0, q), reps), base)]
     return rows
 
 
@@ -181,9 +196,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     if args.quick:
-        n, tokens, contexts, prefill = 16_384, 2_048, [2_048, 4_096], 256
+        n, tokens, contexts, prefill = 16_384, 2_048, [2_048, 4_096], [128, 256]
     else:
-        n, tokens, contexts, prefill = 262_144, 16_384, [8_192, 32_768], 1_024
+        n, tokens, contexts, prefill = 262_144, 16_384, [8_192, 32_768], [256, 512, 1_024, 2_048]
     rows = bench_public(rng, n, args.repeat) + bench_append(rng, tokens, args.repeat) + \
         bench_attention(rng, contexts, prefill, args.repeat)
     import numba
