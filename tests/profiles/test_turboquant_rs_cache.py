@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from golden_data import AGREEMENT
 
+from tqref import tolerance
 from tqref.profiles import turboquant_rs as rs
 from tqref.profiles import turboquant_rs_cache as cache
 
@@ -129,8 +130,12 @@ def test_polar_dequantize_uses_the_cpu_butterfly():
     y = cache.polar_dequantize(packed, scales, qc)
     idx = rs.unpack_indices(packed.reshape(-1), 4, x.size).reshape(-1, 32)
     c = qc.pre.outlier_centroids[idx].astype(np.float64)
-    want = (c @ qc.pre.rotation_inv.astype(np.float64)) * np.abs(scales.astype(np.float64).reshape(-1, 1))
-    np.testing.assert_allclose(y.reshape(-1, 32), want, rtol=1e-5, atol=1e-5)
+    r_inv, size = qc.pre.rotation_inv.astype(np.float64), np.abs(scales.astype(np.float64).reshape(-1, 1))
+    want = (c @ r_inv) * size
+    # tqref.tolerance's rule with an analytic bound: each term passes 5 butterfly additions and at
+    # most 4 roundings of a product (σ·0.99999994, 1/√32, |scale|, the float32 matrix entry)
+    bound = tolerance.gamma(5 + 4) * (np.abs(c) @ np.abs(r_inv)) * size
+    tolerance.assert_within(y.reshape(-1, 32), want, tolerance.from_bound(bound), "polar_dequantize")
 
 
 @pytest.mark.parametrize("bits, mode, floor", [(3, MAX, 0.85), (3, L2, 0.83), (4, MAX, 0.92)])
