@@ -254,14 +254,26 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
 def merge_splits(m, lsum, acc, value_scale):
     """Exact combination of the splits (axis 2): m, lsum (B, H, S, Lq, G), acc (..., d) ->
     out float32 (B, H, Lq, G, d) (value_scale applied), lse float32 (B, H, Lq, G). A row no
-    split sees gets out 0 and lse −inf."""
-    peak = m.max(axis=2)
-    seen = peak > -np.inf
-    safe = np.where(seen, peak, _F32(0.0))
-    f = np.exp(m - safe[:, :, None])  # exp(−inf) = 0 for splits a row does not see
-    den = np.sum(f * lsum, axis=2)
-    num = np.sum(f[..., None] * acc, axis=2)
+    split sees gets out 0 and lse −inf. One split (prefill, long decode batches) is the same
+    formula with e^(m − m) = 1: out = acc / l, lse = m + log l, without the weighted sums.
+    ``out`` is the (B, H, Lq, G, d) view of a C-contiguous (B, H, G, Lq, d) array: the
+    caller's swap back to heads-major order costs no copy."""
+    nb, nh, splits, lq, g = m.shape
+    out = np.empty((nb, nh, g, lq, acc.shape[-1]), _F32).swapaxes(2, 3)
+    if splits == 1:
+        safe, den, num = m[:, :, 0], lsum[:, :, 0], acc[:, :, 0]
+        seen = safe > -np.inf
+    else:
+        peak = m.max(axis=2)
+        seen = peak > -np.inf
+        safe = np.where(seen, peak, _F32(0.0))
+        f = np.exp(m - safe[:, :, None])  # exp(−inf) = 0 for splits a row does not see
+        den = np.sum(f * lsum, axis=2)
+        num = np.sum(f[..., None] * acc, axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(seen[..., None], num / den[..., None], _F32(0.0)) * _F32(value_scale)
+        np.divide(num, den[..., None], out=out)
+        out[~seen] = 0.0
+        if value_scale != 1.0:
+            out *= _F32(value_scale)
         lse = np.where(seen, safe + np.log(den), _F32(-np.inf))
-    return out.astype(_F32, copy=False), lse.astype(_F32, copy=False)
+    return out, lse.astype(_F32, copy=False)
