@@ -4,7 +4,7 @@ Outputs computed in a written order (codes, norms, mse dequantization, rotated q
 compared bit for bit. Every other float output of an implementation — inner-product
 estimates, prod reconstructions, attention, logit biases: matrix products whose summation
 order is the implementation's choice — is compared with a tolerance derived from the
-reference's *own* float32 error e (docs/compatibility.md "Policy", rule 3):
+reference's *own* float32 error e (docs/compatibility.md, "The tolerance rule"):
 
     tolerance = FACTOR · e + FLOOR
 
