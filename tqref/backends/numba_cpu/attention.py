@@ -94,14 +94,38 @@ def _values_in_registers(acc16, nr, d, words, vgroups, nfull, table, bits, sc, r
             r += 1
 
 
+@jit
+def _lane_sums(acc16, a0, out, rowbuf):
+    """out[j] = Σ_u acc16[a0 + j, u] (u = 0 .. L−1 in order, from +0.0) for j < d, and the
+    rows a0 .. a0+d of acc16 zeroed for the next work item while they are in L1 (no separate
+    clearing pass: prefill's items are short, and ``d`` rows of L lanes per query row are
+    as much memory traffic as its work). Blocks of L coordinates are transposed into rowbuf
+    (L, d) and summed as vectors over j, in the same order per coordinate."""
+    d = out.shape[0]
+    full = d - d % L
+    for c0 in range(0, full, L):
+        S.transpose_out(acc16, a0 + c0, rowbuf, 0, c0)
+    for j in range(full):
+        out[j] = 0.0
+    for u in range(L):
+        for j in range(full):
+            out[j] += rowbuf[u, j]
+    for j in range(full, d):
+        tot = np.float32(0.0)
+        for u in range(L):
+            tot += acc16[a0 + j, u]
+        out[j] = tot
+    acc16[a0 : a0 + d] = 0.0
+
+
 @kernel
 def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_idx, val_norms,
                   key_table, key_bits, val_table, val_bits, kappa, prod_mode, scale,
                   causal, start, lag, rows_q, splits, split_len, m_out, l_out, acc_out, nchunks):
-    """q, qp: float32 (B, H, Lq, G, d) (qp = S q for prod keys, else unused); codes as
+    """q, qp: float32 (B, H, G, Lq, d) (qp = S q for prod keys, else unused); codes as
     ReferenceBackend.attend, C-contiguous, positions ≥ t_len on axis 2 never read. Writes, per (b, h, split, i, g): m_out, l_out float32
     (B, H, splits, Lq, G) and acc_out float32 (B, H, splits, Lq, G, d)."""
-    nb, nh, lq, grp, d = q.shape
+    nb, nh, grp, lq, d = q.shape
     nblocks = (lq + rows_q - 1) // rows_q
     items = nb * nh * nblocks * splits
     rmax = rows_q * grp
@@ -125,7 +149,7 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
         kgl = np.empty(L, _F32)
         vnl = np.empty(L, _F32)
         sc = np.empty((CHUNK // L * rmax, L), _F32)  # row k·rmax + r: tile k of the chunk, row r
-        acc16 = np.empty((rmax * d, L), _F32)  # row r·d + j: lanes of coordinate j of row r
+        acc16 = np.zeros((rmax * d, L), _F32)  # row r·d + j: lanes of coordinate j of row r (zero between items)
         m = np.empty(rmax, _F32)
         lsum = np.empty(rmax, _F32)
         hi = np.empty(rmax, np.int64)
@@ -153,10 +177,9 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                 m[r] = -np.inf
                 lsum[r] = 0.0
                 for j in range(d):
-                    qloc[r, j] = q[b, h, i, g, j]
+                    qloc[r, j] = q[b, h, g, i, j]
                     if prod_mode:
-                        qploc[r, j] = qp[b, h, i, g, j]
-            acc16[: nr * d] = 0.0
+                        qploc[r, j] = qp[b, h, g, i, j]
             kidx = key_idx[b, h]
             ksgn = key_signs[b, h]
             vidx = val_idx[b, h]
@@ -244,11 +267,7 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                 g = r % grp
                 m_out[b, h, s, i, g] = m[r]
                 l_out[b, h, s, i, g] = lsum[r]
-                for j in range(d):
-                    tot = np.float32(0.0)
-                    for u in range(L):
-                        tot += acc16[r * d + j, u]
-                    acc_out[b, h, s, i, g, j] = tot
+                _lane_sums(acc16, r * d, acc_out[b, h, s, i, g], rowbuf)
 
 
 def merge_splits(m, lsum, acc, value_scale):

@@ -280,8 +280,7 @@ class NumbaBackend:
         (key_norms, _), (value_norms, _) = _prefix(key_norms, _F32), _prefix(value_norms, _F32)
         kp, vp = kernel_plan(key_plan), kernel_plan(value_plan)
         g = int(group_size)
-        # rows of one kv head's group, ordered (query position, head in group)
-        q = _f32(np.swapaxes(np.asarray(q_rot, _F32).reshape(nb, nh, g, lq, d), 2, 3))
+        q = _f32(np.asarray(q_rot, _F32).reshape(nb, nh, g, lq, d))  # the heads of kv head h: q[:, h] (a view)
         prod_mode = key_signs is not None
         if prod_mode:
             (key_signs, _), (key_gammas, _) = _prefix(key_signs, np.uint8), _prefix(key_gammas, _F32)
