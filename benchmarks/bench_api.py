@@ -47,16 +47,33 @@ BITS = 3
 HEADS, KV_HEADS = 32, 8
 
 
+def timed_together(fns, repeat: int) -> list:
+    """[(best wall seconds, best CPU seconds)] of each of ``fns`` over ``repeat`` rounds, the
+    fns called in turn in every round after one warm-up call each: a swing of the machine's
+    load hits them alike, so their ratios hold better than those of separate runs."""
+    for fn in fns:
+        fn()
+    best = [[math.inf, math.inf] for _ in fns]
+    for _ in range(repeat):
+        for fn, b in zip(fns, best):
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            b[0] = min(b[0], time.perf_counter() - t)
+            b[1] = min(b[1], time.process_time() - c)
+    return [(wall, max(cpu, 1e-9)) for wall, cpu in best]
+
+
 def timed(fn, repeat: int):
     """(best wall seconds, best CPU seconds) over ``repeat`` calls after one warm-up call."""
-    fn()
-    best, best_cpu = math.inf, math.inf
-    for _ in range(repeat):
-        c, t = time.process_time(), time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-        best_cpu = min(best_cpu, time.process_time() - c)
-    return best, max(best_cpu, 1e-9)
+    return timed_together([fn], repeat)[0]
+
+
+def against(kernel, rows, repeat: int) -> list:
+    """Rows for the kernel call ``kernel = (name, count, unit, fn)`` and for ``rows`` (same
+    tuples) measured with it (timed_together), each with its ratio to the kernel."""
+    secs = timed_together([kernel[3]] + [r[3] for r in rows], repeat)
+    base = row(*kernel[:3], secs[0])
+    return [base] + [row(*r[:3], t, base) for r, t in zip(rows, secs[1:])]
 
 
 def numpy_attention(q, k, v, scale, causal):
@@ -94,16 +111,14 @@ def bench_public(rng, n, repeat):
     nb = NumbaBackend()
     mse = tqref.TurboQuantMSE(D, BITS, backend="numba")
     plan = mse.plan
-    kern = row("kernel mse_quantize (float32)", n, "vectors", timed(lambda: nb.mse_quantize(x, plan), repeat))
-    rows += [kern, row("public TurboQuantMSE.quantize (float32)", n, "vectors", timed(lambda: mse.quantize(x), repeat),
-                       kern)]
     wide = np.zeros((n, D + 32), np.float32)
     wide[:, 16 : 16 + D] = x
-    for label, xx in (("float16", x.astype(np.float16)), ("float64", x.astype(np.float64)),
-                      ("float32 every other row", np.repeat(x[: n // 2], 2, axis=0)[::2]),
-                      ("float32 column slice", wide[:, 16 : 16 + D])):
-        rows.append(row(f"public TurboQuantMSE.quantize ({label})", xx.shape[0], "vectors",
-                        timed(lambda xx=xx: mse.quantize(xx), repeat), kern))
+    inputs = (("float32", x), ("float16", x.astype(np.float16)), ("float64", x.astype(np.float64)),
+              ("float32 every other row", np.repeat(x[: n // 2], 2, axis=0)[::2]),
+              ("float32 column slice", wide[:, 16 : 16 + D]))
+    rows += against(("kernel mse_quantize (float32)", n, "vectors", lambda: nb.mse_quantize(x, plan)),
+                    [(f"public TurboQuantMSE.quantize ({label})", xx.shape[0], "vectors",
+                      lambda xx=xx: mse.quantize(xx)) for label, xx in inputs], repeat)
     ref = tqref.TurboQuantMSE(D, BITS, backend="reference")
     small = x[: max(1, n // 16)]
     rows.append(row("reference TurboQuantMSE.quantize (float32)", small.shape[0], "vectors",
@@ -111,20 +126,16 @@ def bench_public(rng, n, repeat):
     rows[-1]["note"] = "public numba / reference per vector: {:.1f}x wall".format(
         rows[1]["per_wall_s"] / rows[-1]["per_wall_s"])
     codes = mse.quantize(x)
-    kern = row("kernel mse_dequantize", n, "vectors",
-               timed(lambda: nb.mse_dequantize(codes.indices, codes.norms, plan), repeat))
-    rows += [kern, row("public TurboQuantMSE.dequantize", n, "vectors", timed(lambda: mse.dequantize(codes), repeat),
-                       kern)]
+    rows += against(("kernel mse_dequantize", n, "vectors", lambda: nb.mse_dequantize(codes.indices, codes.norms, plan)),
+                    [("public TurboQuantMSE.dequantize", n, "vectors", lambda: mse.dequantize(codes))], repeat)
     qv = rng.standard_normal((1, D)).astype(np.float32)
-    kern = row("kernel mse_inner_product (1 query)", n, "keys",
-               timed(lambda: nb.mse_inner_product(qv, codes.indices, codes.norms, plan), repeat))
-    rows += [kern, row("public TurboQuantMSE.inner_product (1 query)", n, "keys",
-                       timed(lambda: mse.inner_product(qv, codes), repeat), kern)]
+    rows += against(("kernel mse_inner_product (1 query)", n, "keys",
+                     lambda: nb.mse_inner_product(qv, codes.indices, codes.norms, plan)),
+                    [("public TurboQuantMSE.inner_product (1 query)", n, "keys", lambda: mse.inner_product(qv, codes))],
+                    repeat)
     prod = tqref.TurboQuantProd(D, BITS + 1, backend="numba", projection="orthogonal")
-    kern = row("kernel prod_quantize (float32)", n, "vectors",
-               timed(lambda: nb.prod_quantize(x, prod.plan), repeat))
-    rows += [kern, row("public TurboQuantProd.quantize (float32)", n, "vectors",
-                       timed(lambda: prod.quantize(x), repeat), kern)]
+    rows += against(("kernel prod_quantize (float32)", n, "vectors", lambda: nb.prod_quantize(x, prod.plan)),
+                    [("public TurboQuantProd.quantize (float32)", n, "vectors", lambda: prod.quantize(x))], repeat)
     return rows
 
 
@@ -151,10 +162,9 @@ def bench_append(rng, tokens, repeat):
         cache.append(0, kt, vt)
 
     count = 2 * KV_HEADS * tokens
-    kern = row("kernel mse_quantize of the same k and v", count, "vectors", timed(kernels, repeat))
-    return [kern, row("KVCache.append (k and v, mse 3 bits)", count, "vectors", timed(append, repeat), kern),
-            row("KVCache.append of (B, T, H, d) transposed views", count, "vectors", timed(append_views, repeat),
-                kern)]
+    return against(("kernel mse_quantize of the same k and v", count, "vectors", kernels),
+                   [("KVCache.append (k and v, mse 3 bits)", count, "vectors", append),
+                    ("KVCache.append of (B, T, H, d) transposed views", count, "vectors", append_views)], repeat)
 
 
 def bench_attention(rng, contexts, prefill, repeat):
