@@ -68,6 +68,19 @@ def timed(fn, repeat: int):
     return timed_together([fn], repeat)[0]
 
 
+#: seconds to wait after a numpy baseline before timing the numba rows: numpy's BLAS worker
+#: threads spin for a while after a matmul, and on 2 cores they would take the CPU the numba
+#: threads need (measured: causal prefill T = 256 right after the numpy one 17 ms wall and
+#: 33 ms CPU, after this pause 11 ms and 18 ms)
+BLAS_PARK_S = 0.5
+
+
+def timed_alone(fn, repeat: int):
+    """:func:`timed` after BLAS_PARK_S of idle time."""
+    time.sleep(BLAS_PARK_S)
+    return timed(fn, repeat)
+
+
 def against(kernel, rows, repeat: int) -> list:
     """Rows for the kernel call ``kernel = (name, count, unit, fn)`` and for ``rows`` (same
     tuples) measured with it (timed_together), each with its ratio to the kernel."""
@@ -181,7 +194,7 @@ def bench_attention(rng, contexts, prefill, repeat):
             cache = tqref.KVCache(1, KV_HEADS, D, key_bits=kb, value_bits=BITS, mode=mode, backend="numba")
             cache.append(0, k, v)
             r = row(f"KVCache.attend decode {mode} K{kb}/V{BITS} T={t}", t, "tokens",
-                    timed(lambda: cache.attend(0, q), repeat), base)
+                    timed_alone(lambda: cache.attend(0, q), repeat), base)
             r["us_per_1k_tokens_cpu"] = r["cpu_s"] / t * 1e9
             rows.append(r)
     for t in prefill:
@@ -194,7 +207,7 @@ def bench_attention(rng, contexts, prefill, repeat):
         cache = tqref.KVCache(1, KV_HEADS, D, key_bits=BITS, value_bits=BITS, backend="numba")
         cache.append(0, k, v)
         rows += [base, row(f"KVCache.attend causal prefill mse K{BITS}/V{BITS} Lq=T={t}", t, "queries",
-                           timed(lambda: cache.attend(0, q), reps), base)]
+                           timed_alone(lambda: cache.attend(0, q), reps), base)]
     return rows
 
 
