@@ -1,6 +1,6 @@
 """Speed where users feel it (issue 13): the public API against the kernels and numpy, one run.
 
-    python benchmarks/bench_api.py                  # about a minute on 2 cores
+    python benchmarks/bench_api.py                  # about 20 s on 2 cores (a first run compiles)
     python benchmarks/bench_api.py --quick          # smaller sizes, a few seconds
     python benchmarks/bench_api.py --json api.json
 
