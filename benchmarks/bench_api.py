@@ -139,7 +139,8 @@ def bench_public(rng, n, repeat):
     rows[-1]["note"] = "public numba / reference per vector: {:.1f}x wall".format(
         rows[1]["per_wall_s"] / rows[-1]["per_wall_s"])
     codes = mse.quantize(x)
-    rows += against(("kernel mse_dequantize", n, "vectors", lambda: nb.mse_dequantize(codes.indices, codes.norms, plan)),
+    rows += against(("kernel mse_dequantize", n, "vectors",
+                     lambda: nb.mse_dequantize(codes.indices, codes.norms, plan)),
                     [("public TurboQuantMSE.dequantize", n, "vectors", lambda: mse.dequantize(codes))], repeat)
     qv = rng.standard_normal((1, D)).astype(np.float32)
     rows += against(("kernel mse_inner_product (1 query)", n, "keys",

@@ -44,12 +44,12 @@ def apply(fn, x: np.ndarray) -> tuple:
     perm = sorted(range(len(lead)), key=lambda a: -abs(x.strides[a]))  # stable: C order when already sorted
     xp = x.transpose(perm + [len(lead)])
     shape, _ = _collapse(xp.shape[:-1], xp.strides[:-1])
-    if len(shape) > 1 and shape[-1] >= MIN_BLOCK_ROWS:  # one call per block of rows that is a view
+    if len(shape) > 1 and shape[-1] >= MIN_BLOCK_ROWS and min(shape) > 0:  # one call per block (a view)
         blocks = xp.reshape(tuple(shape) + (d,))
         parts = [fn(blocks[idx]) for idx in np.ndindex(*shape[:-1])]
         outs = [np.concatenate(arrays) for arrays in zip(*parts)]
     else:  # a view, or small blocks copied into one
         outs = fn(xp.reshape(-1, d))
     inverse = list(np.argsort(perm))
-    return tuple(a.reshape(xp.shape[:-1] + a.shape[1:]).transpose(inverse + list(range(len(lead), len(lead) + a.ndim - 1)))
-                 for a in outs)
+    shaped = (a.reshape(xp.shape[:-1] + a.shape[1:]) for a in outs)  # leading axes in perm's order
+    return tuple(a.transpose(inverse + list(range(len(lead), a.ndim))) for a in shaped)

@@ -187,6 +187,13 @@ def test_rows_apply_equals_the_c_order_rows(shape, last, perm_seed, cut, reverse
         assert len(calls) == 1
 
 
+def test_rows_apply_of_no_rows():
+    """A non-collapsing layout with an empty outer axis: no call, outputs of shape (…, 0 rows)."""
+    x = np.zeros((2, 3, 700, 4))[:, :0, 50:650]
+    got = _rows.apply(lambda rows: _row_outputs(rows), x)
+    assert [a.shape for a in got] == [(2, 0, 600, 4), (2, 0, 600)]
+
+
 @pytest.mark.parametrize("mode", ["mse", "prod"])
 def test_cache_append_of_views(mode):
     """transformers' (B, H, T, d) = transpose of (B, T, H, d), and a slice along T of a longer

@@ -123,8 +123,9 @@ def attend_splits(q, qp, t_len, key_idx, key_norms, key_signs, key_gammas, val_i
                   key_table, key_bits, val_table, val_bits, kappa, prod_mode, scale,
                   causal, start, lag, rows_q, splits, split_len, m_out, l_out, acc_out, nchunks):
     """q, qp: float32 (B, H, G, Lq, d) (qp = S q for prod keys, else unused); codes as
-    ReferenceBackend.attend, C-contiguous, positions ≥ t_len on axis 2 never read. Writes, per (b, h, split, i, g): m_out, l_out float32
-    (B, H, splits, Lq, G) and acc_out float32 (B, H, splits, Lq, G, d)."""
+    ReferenceBackend.attend, C-contiguous, positions ≥ t_len on axis 2 never read. Writes,
+    per (b, h, split, i, g): m_out, l_out float32 (B, H, splits, Lq, G) and acc_out float32
+    (B, H, splits, Lq, G, d)."""
     nb, nh, grp, lq, d = q.shape
     nblocks = (lq + rows_q - 1) // rows_q
     items = nb * nh * nblocks * splits
