@@ -121,8 +121,9 @@ class _Quantizer:
     def from_plan(cls, plan: Plan, *, backend="reference"):
         """The quantizer that runs ``plan`` — e.g. one with given arrays (:meth:`Plan.with_data`).
 
-        A plan with given arrays runs on the reference backend only (the others cache their
-        tables per Config).
+        Every backend runs a plan with given arrays: the accelerated ones derive their tables
+        from the plan's arrays (cached per Config for derived plans, per plan object for given
+        ones), so codes equal the reference's on the same plan.
         """
         if not isinstance(plan, Plan) or plan.config.kind != cls.kind:
             raise ValueError(f"plan: expected a {cls.kind} Plan, got {plan!r:.80}")
@@ -130,8 +131,6 @@ class _Quantizer:
         extra = {"projection": c.projection} if cls.kind == "prod" else {}
         q = cls(c.dim, c.bits, seed=c.seed, rotation=c.rotation, codebook=c.codebook, norm_dtype=c.norm_dtype,
                 backend=backend, **extra)
-        if plan.given and q.backend.name != "reference":
-            raise ValueError(f"backend: expected 'reference' for a plan with given arrays, got {q.backend.name!r}")
         q.plan = plan
         return q
 

@@ -1,4 +1,4 @@
-"""Given data: requests that carry their own matrix or codebook run on the reference only."""
+"""Given data: requests that carry their own matrix or codebook run with it, on every backend."""
 
 import numpy as np
 import pytest
@@ -35,9 +35,18 @@ def test_given_codebooks_are_used_by_the_reference():
 
 
 @pytest.mark.parametrize("backend", [b for b in available() if b != "reference"])
-def test_other_backends_refuse_given_data_as_unsupported(backend):
-    with pytest.raises(operations.Unsupported, match="only the reference backend"):
-        operations.run("mse_quantize", _request(), backend)
+def test_other_backends_run_given_data_as_the_reference(backend):
+    """A given Π and codebook reach every backend through Plan.with_data: same codes, same
+    rotated vector and reconstruction bits as the reference (all in written order)."""
+    req = _request()
+    req["boundaries"] = np.array([-0.5, 0.0, 0.5])
+    want = operations.run("mse_quantize", req)
+    got = operations.run("mse_quantize", req, backend)
+    for name in ("packed", "indices", "norm"):
+        assert np.array_equal(got[name], want[name]), name
+    back = {**req, "packed": want["packed"], "norm": want["norm"]}
+    assert np.array_equal(operations.run("mse_dequantize", back, backend)["xhat"],
+                          operations.run("mse_dequantize", back)["xhat"])
 
 
 def test_given_data_leaves_the_derived_plan_alone():

@@ -10,8 +10,9 @@ Shapes and dtypes (n rows, d = plan.dim, m queries, nb = ceil(d·plan.bits/8), n
 arguments are validated by the caller; a backend may assume them and must not write to any
 input. Integer outputs (codes, indices, packed bytes) equal the reference bit for bit; float
 outputs agree with it within a tolerance (docs/backends.md). ``plan`` is a
-:class:`tqref.reference.plan.Plan` — the complete data contract; a backend that caches per
-``plan.config`` refuses plans with ``plan.given`` set.
+:class:`tqref.reference.plan.Plan` — the complete data contract; a backend reads every table from it
+and caches derived tables per ``plan.config`` only for plans without given arrays
+(``plan.given``): tqref/backends/_plan_cache.py.
 
 :func:`missing` lists how an object falls short of a Protocol: absent methods, and methods
 whose signature lacks a parameter of the Protocol (by name, kind and order) or adds one

@@ -10,8 +10,8 @@ with them — one code path.
 Given data. Requests carry the codebook (boundaries, centroids) and, in the statistical
 tier, the matrices (Haar Π, QJL S). When they equal what tqref derives itself, tqref runs
 unchanged on the chosen backend. When they differ (another platform's LAPACK, or an adapter
-user sending their own tables), only the reference backend can take them: it runs with the
-given arrays; other backends raise :class:`Unsupported`.
+user sending their own tables), tqref runs a Plan built from the given arrays
+(Plan.with_data) on the chosen backend: every backend reads its tables from the plan.
 """
 
 from __future__ import annotations
@@ -211,10 +211,6 @@ def _quantizer(kind: str, f: dict, backend: str):
             given["matrix"] = matrix
     if not given:
         return q
-    if backend != "reference":
-        what = ", ".join("haar matrix" if name == "matrix" else name for name in sorted(given))
-        raise Unsupported(f"the given {what} differ(s) from what tqref derives on this platform; only "
-                          "the reference backend runs with given data")
     return type(q).from_plan(plan.with_data(**given), backend=backend)
 
 
