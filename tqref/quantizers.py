@@ -150,12 +150,14 @@ class _Quantizer:
         accepted float dtype and layout, values unchecked (no pass over them): the backend
         converts block by block, rows handed over without a copy where the layout allows
         (_rows.apply), and :func:`_validate.check_norms` turns a non-finite norm into the
-        error a full check would have raised."""
+        error a full check would have raised. The arrays returned are C-contiguous (codes are
+        data users write out and hand to other code): for a transposed x, only the codes —
+        about a tenth of the input's bytes — are copied into x's order."""
         x = v.float_rows("x", x, self.dim)
         with np.errstate(all="ignore"):  # non-finite input shows in the norms
             out = _rows.apply(lambda rows: quantize(rows, self.plan), x)
         v.check_norms("x", x, self.dim, out[1])
-        return out
+        return tuple(a if a.flags.c_contiguous else a.copy(order="C") for a in out)  # 0-d stays 0-d
 
     def _device(self, name: str):
         """The CUDA backend module for GPU-resident arrays (which never visit the host)."""

@@ -126,6 +126,7 @@ def test_leading_axes_of_a_transposed_view():
     got, want = q.quantize(view), q.quantize(np.ascontiguousarray(view))
     assert_same(got.indices, want.indices, "indices")
     assert_same(got.norms, want.norms, "norms")
+    assert got.indices.flags.c_contiguous and got.norms.flags.c_contiguous  # codes are C-order data
 
 
 @given(layout=LAYOUTS, dtype=DTYPES, rows=st.integers(0, 5), dim=st.integers(2, 9))
