@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validate as v
+
 #: blocks of fewer rows are copied into one call instead (each call costs a dispatch and,
 #: for a parallel kernel, a thread start-up)
 MIN_BLOCK_ROWS = 512
@@ -53,3 +55,13 @@ def apply(fn, x: np.ndarray) -> tuple:
     inverse = list(np.argsort(perm))
     shaped = (a.reshape(xp.shape[:-1] + a.shape[1:]) for a in outs)  # leading axes in perm's order
     return tuple(a.transpose(inverse + list(range(len(lead), a.ndim))) for a in shaped)
+
+
+def quantize(name: str, fn, x: np.ndarray, dim: int) -> tuple:
+    """:func:`apply` of a quantizer's ``fn`` (outputs: codes, norms, ...) to the unchecked
+    rows x (..., dim) — non-finite values show as non-finite norms, so floating-point warnings
+    are off — then :func:`_validate.check_norms` raises the precise error of a full check."""
+    with np.errstate(all="ignore"):
+        out = apply(fn, x)
+    v.check_norms(name, x, dim, out[1])
+    return out

@@ -269,13 +269,11 @@ class KVCache:
         takes any float dtype and converts block by block (one pass over the input).
         """
         quantize_keys = self.backend.prod_quantize if self.mode == "prod" else self.backend.mse_quantize
-        with np.errstate(all="ignore"):  # non-finite input: reported below, from the norms
-            keys = _rows.apply(lambda rows: quantize_keys(rows, self.key_plan), k)  # no copy of k (_rows)
-            values = _rows.apply(lambda rows: self.backend.mse_quantize(rows, self.value_plan), v_)
+        # no copy of k or v (_rows); NaN, inf or a float64 overflow raise from the norms
+        keys = _rows.quantize("k", lambda rows: quantize_keys(rows, self.key_plan), k, self.head_dim)
+        values = _rows.quantize("v", lambda rows: self.backend.mse_quantize(rows, self.value_plan), v_, self.head_dim)
         raw = dict(zip(("key_indices", "key_norms", "key_signs", "key_gammas"), keys))
         raw["value_indices"], raw["value_norms"] = values
-        for name, x, norms in (("k", k, raw["key_norms"]), ("v", v_, raw["value_norms"])):
-            v.check_norms(name, x, self.head_dim, norms)  # raises for NaN, inf or a float64 overflow
         out = {name: arr for name, arr in raw.items() if arr.ndim == 4}
         if self.mode == "prod":
             out["key_gammas"] = self._store_norms("k", "residual norm", np.asarray(raw["key_gammas"], _F32))
